@@ -1,0 +1,125 @@
+"""E: the gradient-history adaptor, wrapping any torch.optim.Optimizer.
+
+    a = b*a + (1-b)*(g - prev);  prev = g;  g~ = g + alpha*a;  base.step() on g~
+
+alpha < 0 explores along low-loss valleys, alpha > 0 exploits; |alpha| < 1/(1-b) is enforced
+unless allow_unstable=True. Unlike the reference, `a` and `prev` are part of the state dict.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import _validate as check
+from ._telemetry import StepStats
+from .clip import global_norm, group_by_device_dtype
+
+INITS = ("zeros", "first_grad")
+
+
+class E(Optimizer):
+    """Feeds an EMA of gradient differences back into the gradient, then calls the base step.
+
+    Shares `param_groups` with the base optimizer, so LR schedulers attached to the wrapper
+    drive the base's learning rate. `init="first_grad"` sets prev = g_1 (so a_1 = 0), the
+    reference's rule for tiny problems, here an explicit option.
+    """
+
+    def __init__(self, base_optimizer: Optimizer, alpha: float = -5.0, beta: float = 0.99,
+                 init: str = "zeros", allow_unstable: bool = False) -> None:
+        if not isinstance(base_optimizer, Optimizer):
+            raise ValueError(f"E: base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
+        self.beta = check.beta("E", "beta", beta)
+        self.alpha = check.alpha_within_bound("E", alpha, self.beta, allow_unstable, "beta")
+        self.init = check.choice("E", "init", init, INITS)
+        self.allow_unstable = bool(allow_unstable)
+        self.collect_stats = False
+        self.stats: dict[str, Tensor] = {}
+        # Optimizer.__init__ sets up hooks and bookkeeping; then share the base's groups so that
+        # schedulers and users changing lr on the wrapper change the base.
+        super().__init__([p for g in base_optimizer.param_groups for p in g["params"]], {})
+        self.base = base_optimizer
+        self.param_groups = base_optimizer.param_groups
+        self.defaults = base_optimizer.defaults
+
+    def __repr__(self) -> str:
+        return f"E(alpha={self.alpha}, beta={self.beta}, init={self.init!r}, base={self.base!r})"
+
+    def _params(self) -> list[Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def adapt_gradients(self) -> None:
+        """Replace every p.grad by g + alpha*a (and update a, prev); the base step follows."""
+        ps = [p for p in self._params() if p.grad is not None]
+        if not ps:
+            return
+        stats = StepStats() if self.collect_stats else None
+        if stats is not None:
+            stats.add("grad_norm", global_norm([p.grad for p in ps]))
+        for p in ps:
+            state = self.state[p]
+            if not state:
+                state["a"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["prev"] = (p.grad.clone(memory_format=torch.preserve_format) if self.init == "first_grad"
+                                 else torch.zeros_like(p, memory_format=torch.preserve_format))
+        for idx in group_by_device_dtype(ps).values():
+            grads = [ps[i].grad for i in idx]
+            adaptors = [self.state[ps[i]]["a"] for i in idx]
+            prevs = [self.state[ps[i]]["prev"] for i in idx]
+            diffs = torch._foreach_sub(grads, prevs)
+            torch._foreach_lerp_(adaptors, diffs, 1 - self.beta)
+            if stats is not None:
+                stats.add_adaptor(grads, prevs, diffs, adaptors)
+            del diffs
+            torch._foreach_copy_(prevs, grads)
+            if self.alpha != 0:  # skip entirely at alpha = 0, so E(base, 0) is bit-identical to base
+                torch._foreach_add_(grads, adaptors, alpha=self.alpha)
+        if stats is not None:
+            self.stats = stats.result(alpha=self.alpha)
+
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.adapt_gradients()
+        self.base.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict) -> None:
+        if not hasattr(self, "base"):  # called by Optimizer.__init__ before the base is attached
+            return super().add_param_group(param_group)
+        self.base.add_param_group(param_group)
+
+    def state_dict(self) -> dict:
+        index = {id(p): i for i, p in enumerate(self._params())}
+        adaptor_state = {index[id(p)]: {k: v for k, v in s.items()} for p, s in self.state.items()}
+        return {
+            "base": self.base.state_dict(),
+            "adaptor": {"alpha": self.alpha, "beta": self.beta, "init": self.init,
+                        "allow_unstable": self.allow_unstable, "state": adaptor_state},
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if set(state_dict) != {"base", "adaptor"}:
+            raise ValueError("E.load_state_dict: expected a dict with keys 'base' and 'adaptor' "
+                             f"(from E.state_dict()), got keys {sorted(state_dict)}")
+        self.base.load_state_dict(state_dict["base"])
+        self.param_groups = self.base.param_groups
+        saved = state_dict["adaptor"]
+        self.beta = check.beta("E", "beta", saved["beta"])
+        self.allow_unstable = bool(saved.get("allow_unstable", False))
+        self.alpha = check.alpha_within_bound("E", saved["alpha"], self.beta, self.allow_unstable, "beta")
+        self.init = check.choice("E", "init", saved["init"], INITS)
+        params = self._params()
+        self.state.clear()
+        for i, s in saved["state"].items():
+            p = params[int(i)]
+            self.state[p] = {k: v.to(device=p.device, dtype=p.dtype) for k, v in s.items()}
