@@ -38,16 +38,6 @@ class StepStats:
         device = values[0].device
         return torch.stack([v.to(device=device, dtype=values[0].dtype) for v in values]).sum()
 
-    def add_adaptor(self, grads: list[Tensor], prevs: list[Tensor], diffs: list[Tensor],
-                    adaptor: list[Tensor]) -> None:
-        """Gradient-history terms of E/ALTO; call before `prevs` is overwritten."""
-        self.add("g_sq", sumsq(grads))
-        self.add("prev_sq", sumsq(prevs))
-        self.add("g_prev_dot", dot(grads, prevs))
-        self.add("diff_sq", sumsq(diffs))
-        self.add("a_sq", sumsq(adaptor))
-        self.add("a_g_dot", dot(adaptor, grads))
-
     def result(self, alpha: float | None = None) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         for key in ("grad_norm", "clip_coef"):

@@ -14,10 +14,33 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _validate as check
-from ._telemetry import StepStats
+from ._telemetry import StepStats, dot, sumsq
 from .clip import global_norm, group_by_device_dtype
 
 INITS = ("zeros", "first_grad")
+
+
+def adapt_gradients_(grads: list[Tensor], adaptors: list[Tensor], prevs: list[Tensor], *,
+                     alpha: float, beta: float, stats: StepStats | None = None) -> None:
+    """a = beta*a + (1-beta)*(g - prev); prev = g; g = g + alpha*a -- in place, no temporaries.
+
+    Shared by E and ALTO. `prevs` doubles as scratch for g - prev. At alpha = 0 the gradients are
+    left untouched, so E(base, alpha=0) is bit-identical to base.
+    """
+    if stats is not None:
+        stats.add("g_sq", sumsq(grads))
+        stats.add("prev_sq", sumsq(prevs))
+        stats.add("g_prev_dot", dot(grads, prevs))
+    torch._foreach_sub_(prevs, grads)                         # prev - g
+    torch._foreach_mul_(adaptors, beta)
+    torch._foreach_add_(adaptors, prevs, alpha=-(1 - beta))  # a = beta*a + (1-beta)*(g - prev)
+    if stats is not None:
+        stats.add("diff_sq", sumsq(prevs))
+        stats.add("a_sq", sumsq(adaptors))
+        stats.add("a_g_dot", dot(adaptors, grads))
+    torch._foreach_copy_(prevs, grads)
+    if alpha != 0:
+        torch._foreach_add_(grads, adaptors, alpha=alpha)
 
 
 class E(Optimizer):
@@ -67,17 +90,9 @@ class E(Optimizer):
                 state["prev"] = (p.grad.clone(memory_format=torch.preserve_format) if self.init == "first_grad"
                                  else torch.zeros_like(p, memory_format=torch.preserve_format))
         for idx in group_by_device_dtype(ps).values():
-            grads = [ps[i].grad for i in idx]
-            adaptors = [self.state[ps[i]]["a"] for i in idx]
-            prevs = [self.state[ps[i]]["prev"] for i in idx]
-            diffs = torch._foreach_sub(grads, prevs)
-            torch._foreach_lerp_(adaptors, diffs, 1 - self.beta)
-            if stats is not None:
-                stats.add_adaptor(grads, prevs, diffs, adaptors)
-            del diffs
-            torch._foreach_copy_(prevs, grads)
-            if self.alpha != 0:  # skip entirely at alpha = 0, so E(base, 0) is bit-identical to base
-                torch._foreach_add_(grads, adaptors, alpha=self.alpha)
+            adapt_gradients_([ps[i].grad for i in idx], [self.state[ps[i]]["a"] for i in idx],
+                             [self.state[ps[i]]["prev"] for i in idx], alpha=self.alpha, beta=self.beta,
+                             stats=stats)
         if stats is not None:
             self.stats = stats.result(alpha=self.alpha)
 

@@ -23,6 +23,7 @@ from torch.optim import Optimizer
 
 from . import _validate as check
 from ._telemetry import StepStats, sumsq
+from .adaptor import adapt_gradients_
 from .clip import clip_grads_, group_by_device_dtype
 
 TRUST_RATIOS = ("reference", "paper", "none")
@@ -47,62 +48,120 @@ def _applies_trust_ratio(mode: str, weight_decay: float) -> bool:
     return mode == "paper" or (mode == "reference" and weight_decay != 0)
 
 
+CPU_BLOCK_ELEMS = 1 << 20  # 4 MB per fp32 buffer: measured best of 2^14..2^30 on a 2-core EPYC VM
+
+
+def _split_into_chunks(lists: list[list[Tensor]], max_elems: int) -> tuple[list[list[Tensor]], list[int]]:
+    """Cut every large contiguous tensor into flat views of at most max_elems elements.
+
+    Returns the chunked lists (aligned across `lists`) and, per chunk, the index of its tensor.
+    """
+    out: list[list[Tensor]] = [[] for _ in lists]
+    owners: list[int] = []
+    for i in range(len(lists[0])):
+        tensors = [lst[i] for lst in lists]
+        n = tensors[0].numel()
+        if n <= max_elems or not all(t.is_contiguous() for t in tensors):
+            pieces = [[t] for t in tensors]
+        else:
+            pieces = [list(t.view(-1).split(max_elems)) for t in tensors]
+        for o, piece in zip(out, pieces):
+            o.extend(piece)
+        owners.extend([i] * len(pieces[0]))
+    return out, owners
+
+
+def _blocks(chunks: list[Tensor], max_elems: int | None) -> list[list[int]]:
+    """Consecutive chunk indices grouped into blocks of at most max_elems elements (None: one block)."""
+    if max_elems is None:
+        return [list(range(len(chunks)))]
+    blocks, current, size = [], [], 0
+    for j, c in enumerate(chunks):
+        if current and size + c.numel() > max_elems:
+            blocks.append(current)
+            current, size = [], 0
+        current.append(j)
+        size += c.numel()
+    return blocks + [current] if current else blocks
+
+
 def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
                       exp_avg_sqs: list[Tensor], steps: list[Tensor],
                       adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
                       alpha: float, beta1: float, beta2: float, beta3: float, lr: float, eps: float,
                       weight_decay: float, bias_correction: bool, trust_ratio: str,
-                      stats: StepStats | None = None) -> None:
+                      stats: StepStats | None = None, block_elems: int | None = None) -> None:
     """One ALTO (adaptors given) or Lamb (adaptors None) step on already-clipped gradients.
 
-    All lists must share one device and dtype (callers bucket them).
+    All lists must share one device and dtype (callers bucket them). Two passes, like a fused
+    kernel: pass 1 updates the state, writes u into the gradient buffer and collects per-tensor
+    norms; the trust ratios of all tensors are then computed in one op; pass 2 applies them.
+    Nothing is allocated per parameter: `prevs` is scratch for g - prev and the gradient buffers
+    hold g~ (as the reference hands g~ on), then u. With `block_elems` (used on the CPU) each
+    pass runs over cache-sized blocks of tensor chunks instead of over all tensors at once.
     """
     if not params:
         return
     torch._foreach_add_(steps, 1)
-    update_dir = grads
-    if adaptors is not None:
-        diffs = torch._foreach_sub(grads, prevs)
-        torch._foreach_lerp_(adaptors, diffs, 1 - beta1)
-        if stats is not None:
-            stats.add_adaptor(grads, prevs, diffs, adaptors)
-        del diffs
-        torch._foreach_copy_(prevs, grads)
-        if alpha != 0:
-            update_dir = torch._foreach_add(grads, adaptors, alpha=alpha)
-
-    torch._foreach_lerp_(exp_avgs, update_dir, 1 - beta2)
-    torch._foreach_mul_(exp_avg_sqs, beta3)
-    torch._foreach_addcmul_(exp_avg_sqs, update_dir, update_dir, value=1 - beta3)
-    del update_dir
-
-    denom = torch._foreach_sqrt(exp_avg_sqs)
+    lists = [params, grads, exp_avgs, exp_avg_sqs] + ([adaptors, prevs] if adaptors is not None else [])
+    if block_elems is not None:
+        lists, owners = _split_into_chunks(lists, block_elems)
+    else:
+        owners = list(range(len(params)))
+    ps, us, ms, vs = lists[:4]
+    blocks = _blocks(ps, block_elems)
     if bias_correction:
         bc1, bc2_sqrt = _bias_corrections(steps, beta2, beta3)
-        torch._foreach_div_(denom, bc2_sqrt)
-    torch._foreach_add_(denom, eps)
-    updates = torch._foreach_div(exp_avgs, denom)
-    del denom
-    if bias_correction:
-        torch._foreach_div_(updates, bc1)
-
+        eps_scaled = [eps * bc2_sqrt[i] for i in owners]
+        u_scale = [bc2_sqrt[i] / bc1[i] for i in owners]
     apply_ratio = _applies_trust_ratio(trust_ratio, weight_decay)
-    if weight_decay != 0:
-        torch._foreach_add_(updates, params, alpha=weight_decay)
-    if apply_ratio or stats is not None:
-        p_norm = torch.stack(torch._foreach_norm(params))
-        u_norm = torch.stack(torch._foreach_norm(updates))
+    need_norms = apply_ratio or stats is not None
+    p_sq, u_sq = [], []
+
+    for block in blocks:  # pass 1
+        p, u, m, v = ([lst[j] for j in block] for lst in (ps, us, ms, vs))
+        if adaptors is not None:
+            adapt_gradients_(u, [lists[4][j] for j in block], [lists[5][j] for j in block],
+                             alpha=alpha, beta=beta1, stats=stats)
+        torch._foreach_lerp_(m, u, 1 - beta2)
+        torch._foreach_mul_(v, beta3)
+        torch._foreach_addcmul_(v, u, u, value=1 - beta3)
+        # u = (m/bc1) / (sqrt(v/bc2) + eps) = (sqrt(bc2)/bc1) * m / (sqrt(v) + eps*sqrt(bc2))
+        torch._foreach_copy_(u, v)
+        torch._foreach_sqrt_(u)
+        torch._foreach_add_(u, [eps_scaled[j] for j in block] if bias_correction else eps)
+        torch._foreach_reciprocal_(u)
+        torch._foreach_mul_(u, m)
+        if bias_correction:
+            torch._foreach_mul_(u, [u_scale[j] for j in block])
+        if weight_decay != 0:
+            torch._foreach_add_(u, p, alpha=weight_decay)
+        if need_norms:
+            p_sq.extend(torch._foreach_norm(p))
+            u_sq.extend(torch._foreach_norm(u))
+
+    ratio = None
+    if need_norms:
+        owner_index = torch.tensor(owners, device=params[0].device)
+        n = len(params)
+        p_norm = torch.zeros(n, device=params[0].device, dtype=p_sq[0].dtype).index_add_(
+            0, owner_index, torch.stack(p_sq).square()).sqrt()
+        u_norm = torch.zeros_like(p_norm).index_add_(0, owner_index, torch.stack(u_sq).square()).sqrt()
     if apply_ratio:
         ratio = _trust_ratio(p_norm, u_norm, trust_ratio)
-        torch._foreach_mul_(updates, (ratio * -lr).unbind(0))
-        torch._foreach_add_(params, updates)
-    else:
-        ratio = None
-        torch._foreach_add_(params, updates, alpha=-lr)
+        scales = (ratio * -lr)[owner_index].unbind(0)
+
+    for block in blocks:  # pass 2
+        p, u = [ps[j] for j in block], [us[j] for j in block]
+        if ratio is not None:
+            torch._foreach_mul_(u, [scales[j] for j in block])
+            torch._foreach_add_(p, u)
+        else:
+            torch._foreach_add_(p, u, alpha=-lr)
 
     if stats is not None:
         step_norm = u_norm * lr if ratio is None else u_norm * ratio * lr
-        stats.add("upd_sq", step_norm.pow(2).sum())
+        stats.add("upd_sq", step_norm.square().sum())
         stats.add("p_sq", sumsq(params))
         if ratio is not None:
             stats.trust_ratios.append(ratio)
@@ -147,7 +206,12 @@ def lamb_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list
 
 
 class _LambFamily(Optimizer):
-    """Shared driver: gather gradients, clip them globally, run the core per group and bucket."""
+    """Shared driver: gather gradients, clip them globally, run the core per group and bucket.
+
+    Like the reference (which clips p.grad in place and hands g~ on), step() consumes the
+    gradients: it uses their buffers as scratch, so p.grad holds no gradient afterwards. This
+    saves two parameter-sized allocations per step; call zero_grad() before the next backward.
+    """
 
     _with_adaptor: bool = False
     _name = "Lamb"
@@ -193,20 +257,24 @@ class _LambFamily(Optimizer):
             stats.add("grad_norm", norm)
             stats.add("clip_coef", coef)
 
-        core = lamb_multi_tensor if self.foreach else lamb_single_tensor
         for group, ps in zip(self.param_groups, with_grad):
             if not ps:
                 continue
             hp = self._group_hparams(group)
-            for idx in group_by_device_dtype(ps).values():
+            for (device, _), idx in group_by_device_dtype(ps).items():
+                if self.foreach:
+                    core = lamb_multi_tensor
+                    extra = {"block_elems": CPU_BLOCK_ELEMS if device.type == "cpu" else None}
+                else:
+                    core, extra = lamb_single_tensor, {}
                 bucket = [ps[i] for i in idx]
                 states = [self._state_for(p) for p in bucket]
-                core([p for p in bucket], [p.grad for p in bucket],
+                core(bucket, [p.grad for p in bucket],
                      [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                      [s["step"] for s in states],
                      [s["a"] for s in states] if self._with_adaptor else None,
                      [s["prev"] for s in states] if self._with_adaptor else None,
-                     stats=stats, **hp)
+                     stats=stats, **hp, **extra)
         if stats is not None:
             self.stats = stats.result(alpha=self.param_groups[0].get("alpha"))
         return loss

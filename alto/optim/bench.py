@@ -1,0 +1,108 @@
+"""Optimizer-step timing against the memory-bandwidth bound, measured side by side in one run.
+
+An optimizer step on fp32 parameters is memory-bound: its floor is bytes moved per parameter
+divided by the device's copy bandwidth (measured here, not taken from a data sheet).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Iterator
+
+import torch
+
+from .adaptor import E  # noqa: F401  (kept importable for ad-hoc benches)
+from .lamb_family import ALTO, Lamb
+from .lion import Lion
+
+# Bytes read + written per fp32 parameter by the leanest correct implementation.
+#   ALTO: clip-norm read of g (4) + pass 1 reads g, a, prev, m, v, p and writes a, prev, m, v (40)
+#         + pass 2 reads p, m, v and writes p (16)                          = 60
+#   Lamb: 4 + (g, m, v, p read; m, v written: 24) + 16                    = 44
+#   AdamW: p, g, m, v read; p, m, v written = 28;  SGD-momentum and LION: p, g, buf/m read; p, buf written = 20
+BYTES_PER_PARAM = {"alto": 60, "alto_per_tensor": 60, "lamb": 44, "lion": 20, "sgd": 20, "adamw": 28}
+
+
+def gpt2_medium_shapes() -> list[tuple[int, ...]]:
+    """Parameter shapes of GPT-2 medium (24 layers, d=1024, vocab 50257): about 355M parameters."""
+    d, vocab, ctx, layers = 1024, 50257, 1024, 24
+    shapes: list[tuple[int, ...]] = [(vocab, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+def transformer_like_shapes(n_params: int, d: int = 512) -> list[tuple[int, ...]]:
+    """Blocks of transformer-shaped tensors (matrices and vectors) until about n_params."""
+    block = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    per_block = sum(torch.Size(s).numel() for s in block)
+    return block * max(1, round(n_params / per_block))
+
+
+def copy_bandwidth(device: torch.device, n_bytes: int = 1 << 28, repeats: int = 10) -> float:
+    """Bytes per second of dst.copy_(src) (read + write counted)."""
+    n = n_bytes // 4
+    src = torch.empty(n, device=device).uniform_()
+    dst = torch.empty_like(src)
+    times = _time(lambda: dst.copy_(src), device, repeats)
+    return 2 * n * 4 / statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _factories(device: torch.device) -> dict[str, Callable[[list], torch.optim.Optimizer]]:
+    cuda = device.type == "cuda"
+    return {
+        "alto": lambda ps: ALTO(ps, foreach=True),
+        "alto_per_tensor": lambda ps: ALTO(ps, foreach=False),
+        "lamb": lambda ps: Lamb(ps, foreach=True),
+        "lion": lambda ps: Lion(ps, foreach=True),
+        "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=True),
+        "adamw": (lambda ps: torch.optim.AdamW(ps, fused=True)) if cuda else
+                 (lambda ps: torch.optim.AdamW(ps, foreach=True)),
+    }
+
+
+def bench_optimizers(shapes: list[tuple[int, ...]], device: str | torch.device = "cpu",
+                     repeats: int = 5, names: list[str] | None = None) -> Iterator[dict]:
+    """Yield one record per optimizer (and a first one for the copy bandwidth)."""
+    device = torch.device(device)
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    bandwidth = copy_bandwidth(device, n_bytes=min(1 << 28, max(1 << 22, n_params * 4)))
+    yield {"bench": "optim", "what": "copy_bandwidth", "device": str(device),
+           "bytes_per_s": bandwidth, "GB_per_s": bandwidth / 1e9}
+    factories = _factories(device)
+    for name in names or list(factories):
+        gen = torch.Generator(device=device).manual_seed(0)
+        params = [torch.randn(s, device=device, generator=gen).requires_grad_() for s in shapes]
+        for p in params:
+            p.grad = torch.randn(p.shape, device=device, generator=gen) * 1e-3
+        opt = factories[name](params)
+        times = _time(opt.step, device, repeats)
+        ms = statistics.median(times) * 1e3
+        bound_ms = BYTES_PER_PARAM[name] * n_params / bandwidth * 1e3
+        impl = "per-tensor loop" if name.endswith("per_tensor") else (
+            "fused" if device.type == "cuda" and name == "adamw" else "multi-tensor")
+        yield {"bench": "optim", "optimizer": name, "impl": impl, "device": str(device),
+               "params": n_params, "tensors": len(shapes), "ms": round(ms, 3),
+               "bytes_per_param": BYTES_PER_PARAM[name], "bound_ms": round(bound_ms, 3),
+               "ratio_to_bound": round(ms / bound_ms, 2)}
+        del opt, params
+        if device.type == "cuda":
+            torch.cuda.empty_cache()

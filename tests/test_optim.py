@@ -1,0 +1,403 @@
+"""alto.optim against the spec: plain reference loops, special cases, resume, validation."""
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+
+from alto.optim import lamb_family
+from alto.optim import ALTO, E, Lamb, Lion, build, optimizer_names, param_groups, resolve
+from optim_reference import PlainE, PlainLambFamily, PlainLion
+
+torch.set_num_threads(1)
+STEPS = 120
+WD = 0.01
+
+
+def make_params(dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(6, 4, generator=g, dtype=dtype) * 0.5, torch.randn(6, generator=g, dtype=dtype) * 0.1,
+            torch.randn(3, 6, generator=g, dtype=dtype) * 0.5, torch.zeros(3, dtype=dtype)]
+
+
+_gen = torch.Generator().manual_seed(1)
+X = torch.randn(64, 4, generator=_gen, dtype=torch.float64)
+Y = torch.randint(0, 3, (64,), generator=_gen)
+
+
+def loss_fn(params, t):
+    idx = torch.randperm(64, generator=torch.Generator().manual_seed(t))[:16]
+    w1, b1, w2, b2 = params
+    x = X[idx].to(w1.dtype)
+    logits = torch.tanh(x @ w1.T + b1) @ w2.T + b2
+    # scaled so that the global gradient norm crosses the clip threshold on some steps only
+    return torch.nn.functional.cross_entropy(logits, Y[idx]) * (4.0 if t % 3 else 0.5)
+
+
+def two_groups(params):
+    return [{"params": params[0::2], "weight_decay": WD}, {"params": params[1::2], "weight_decay": 0.0}]
+
+
+def run_fast(make_opt, dtype, steps=STEPS, start=None):
+    params = [p.clone().requires_grad_() for p in (start or make_params(dtype))]
+    opt = make_opt(two_groups(params))
+    for t in range(steps):
+        opt.zero_grad()
+        loss_fn(params, t).backward()
+        opt.step()
+    return [p.detach() for p in params]
+
+
+def run_plain(make_plain, dtype, steps=STEPS):
+    params = make_params(dtype)
+    opt = make_plain([(params[0::2], WD), (params[1::2], 0.0)])
+    for t in range(steps):
+        leaves = [p.clone().requires_grad_() for p in params]
+        grads = torch.autograd.grad(loss_fn(leaves, t), leaves)
+        opt.step({id(p): g for p, g in zip(params, grads)})
+    return params
+
+
+def assert_close(fast, plain, dtype):
+    for f, p in zip(fast, plain):
+        if dtype == torch.float64:
+            assert (f - p).abs().max().item() <= 1e-10
+        else:
+            torch.testing.assert_close(f, p, rtol=1e-5, atol=1e-6)
+
+
+LAMB_FAMILY_CASES = {
+    "alto-reference": (lambda g, fe: ALTO(g, lr=0.01, betas=(0.9, 0.9, 0.99), alpha=-5.0, foreach=fe),
+                       lambda g: PlainLambFamily(g, lr=0.01, betas=(0.9, 0.9, 0.99), alpha=-5.0)),
+    "alto-small-batch": (lambda g, fe: ALTO(g, lr=0.01, betas=(0.01, 0.9, 0.99), alpha=0.5, foreach=fe),
+                         lambda g: PlainLambFamily(g, lr=0.01, betas=(0.01, 0.9, 0.99), alpha=0.5)),
+    "alto-vanilla-paper-ratio": (
+        lambda g, fe: ALTO(g, lr=0.01, alpha=-5.0, bias_correction=False, trust_ratio="paper", foreach=fe),
+        lambda g: PlainLambFamily(g, lr=0.01, betas=(0.99, 0.9, 0.99), alpha=-5.0, bias_correction=False,
+                                  trust_ratio="paper")),
+    "alto-no-clip-no-ratio": (
+        lambda g, fe: ALTO(g, lr=0.01, alpha=-5.0, grad_clip=None, trust_ratio="none", foreach=fe),
+        lambda g: PlainLambFamily(g, lr=0.01, betas=(0.99, 0.9, 0.99), alpha=-5.0, grad_clip=None,
+                                  trust_ratio="none")),
+    "lamb": (lambda g, fe: Lamb(g, lr=0.01, foreach=fe),
+             lambda g: PlainLambFamily(g, lr=0.01, betas=(0.9, 0.99), bias_correction=False, use_a=False)),
+    "lamb-bc": (lambda g, fe: Lamb(g, lr=0.01, bias_correction=True, foreach=fe),
+                lambda g: PlainLambFamily(g, lr=0.01, betas=(0.9, 0.99), bias_correction=True, use_a=False)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("path", ["multi-tensor", "multi-tensor-chunked", "per-tensor"])
+@pytest.mark.parametrize("case", sorted(LAMB_FAMILY_CASES))
+def test_lamb_family_matches_plain_loop(case, path, dtype, monkeypatch):
+    if path == "multi-tensor-chunked":  # cut every tensor into 5-element views, blocks of 5
+        monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", 5)
+    foreach = path != "per-tensor"
+    make_fast, make_plain = LAMB_FAMILY_CASES[case]
+    fast = run_fast(lambda g: make_fast(g, foreach), dtype)
+    plain = run_plain(make_plain, dtype)
+    assert not torch.equal(fast[0], make_params(dtype)[0]), "parameters must have moved"
+    assert_close(fast, plain, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("foreach", [True, False])
+def test_lion_matches_plain_loop(foreach, dtype):
+    plain = run_plain(lambda g: PlainLion(g, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1), dtype)
+    # one group: LION's decoupled decay applies to every tensor in PlainLion
+    fast = run_fast(lambda g: Lion([{"params": [p for grp in g for p in grp["params"]]}], lr=1e-3,
+                                   weight_decay=0.1, foreach=foreach), dtype)
+    assert_close(fast, plain, dtype)
+
+
+def test_lion_matches_lion_pytorch_package():
+    lion_pytorch = pytest.importorskip("lion_pytorch")
+    ours = run_fast(lambda g: Lion([{"params": [p for grp in g for p in grp["params"]]}], lr=1e-3,
+                                   betas=(0.9, 0.99), weight_decay=0.1), torch.float64)
+    theirs = run_fast(lambda g: lion_pytorch.Lion([p for grp in g for p in grp["params"]], lr=1e-3,
+                                                  betas=(0.9, 0.99), weight_decay=0.1), torch.float64)
+    assert_close(ours, theirs, torch.float64)
+
+
+@pytest.mark.parametrize("init", ["zeros", "first_grad"])
+def test_e_on_sgd_matches_plain_loop(init):
+    def flat(g):
+        return [p for grp in g for p in grp["params"]]
+    fast = run_fast(lambda g: E(torch.optim.SGD(flat(g), lr=0.01, momentum=0.9), alpha=-5.0, beta=0.99,
+                                init=init), torch.float64)
+    params = make_params(torch.float64)
+    plain = PlainE(params, lr=0.01, momentum=0.9, alpha=-5.0, beta=0.99, init=init)
+    for t in range(STEPS):
+        leaves = [p.clone().requires_grad_() for p in params]
+        grads = torch.autograd.grad(loss_fn(leaves, t), leaves)
+        plain.step({id(p): g for p, g in zip(params, grads)})
+    assert_close(fast, params, torch.float64)
+
+
+# --- special cases -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_alto_with_alpha_zero_is_lamb_with_bias_correction(foreach):
+    alto = run_fast(lambda g: ALTO(g, lr=0.01, betas=(0.9, 0.9, 0.99), alpha=0.0, foreach=foreach), torch.float32)
+    lamb = run_fast(lambda g: Lamb(g, lr=0.01, betas=(0.9, 0.99), bias_correction=True, foreach=foreach),
+                    torch.float32)
+    for a, b in zip(alto, lamb):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("base", [
+    lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, nesterov=True),
+    lambda ps: torch.optim.Adam(ps, lr=1e-2),
+    lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+    lambda ps: Lion(ps, lr=1e-3, weight_decay=0.1),
+], ids=["sgd-nesterov", "adam", "adamw", "lion"])
+def test_e_with_alpha_zero_is_bit_identical_to_base(base):
+    def flat(g):
+        return [p for grp in g for p in grp["params"]]
+    wrapped = run_fast(lambda g: E(base(flat(g)), alpha=0.0, beta=0.99), torch.float32)
+    alone = run_fast(lambda g: base(flat(g)), torch.float32)
+    for a, b in zip(wrapped, alone):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: ALTO(g, lr=0.01, alpha=-5.0), lambda g: Lamb(g, lr=0.01), lambda g: Lion(g, lr=1e-3),
+    lambda g: E(torch.optim.Adam(g, lr=1e-2)),
+], ids=["alto", "lamb", "lion", "e-adam"])
+def test_parameter_without_grad_keeps_its_state(make):
+    params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    opt = make(two_groups(params))
+    for t in range(3):
+        opt.zero_grad()
+        loss_fn(params, t).backward()
+        opt.step()
+    frozen = params[1]
+    before = {k: v.clone() for k, v in opt.state[frozen].items()}  # E: its own a/prev
+    base_before = ({k: v.clone() for k, v in opt.base.state[frozen].items()} if isinstance(opt, E) else {})
+    value_before = frozen.detach().clone()
+    for t in range(3, 6):
+        opt.zero_grad()
+        loss_fn(params, t).backward()
+        frozen.grad = None
+        opt.step()
+    assert torch.equal(frozen, value_before)
+    for k, v in before.items():
+        assert torch.equal(opt.state[frozen][k], v), k
+    for k, v in base_before.items():
+        assert torch.equal(opt.base.state[frozen][k], v), k
+
+
+@pytest.mark.parametrize("cls", [ALTO, Lamb])
+def test_global_clip_uses_the_norm_over_all_groups(cls):
+    a = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    extra = {"alpha": 0.0} if cls is ALTO else {}  # so that m sees the clipped g itself
+    opt = cls([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=0.0, **extra)
+    beta2 = opt.param_groups[0]["betas"][-2]
+
+    def first_moment_after_one_step(ga, gb):
+        # m = (1 - beta2) * clipped g after one step from zero state: the clipped gradient, seen
+        opt.state.clear()
+        a.grad, b.grad = torch.full((3,), ga, dtype=torch.float64), torch.full((4,), gb, dtype=torch.float64)
+        opt.step()
+        return [opt.state[p]["exp_avg"] / (1 - beta2) for p in (a, b)]
+
+    # each group's norm is below 1 (0.87 and 0.8), together they are 1.18: both must be scaled
+    total = math.sqrt(3 * 0.25 + 4 * 0.16)
+    c = 1.0 / (total + 1e-6)
+    ma, mb = first_moment_after_one_step(0.5, 0.4)
+    torch.testing.assert_close(ma, torch.full((3,), 0.5 * c, dtype=torch.float64), rtol=1e-14, atol=0)
+    torch.testing.assert_close(mb, torch.full((4,), 0.4 * c, dtype=torch.float64), rtol=1e-14, atol=0)
+    # below the threshold nothing is scaled
+    ma, _ = first_moment_after_one_step(0.1, 0.1)
+    torch.testing.assert_close(ma, torch.full((3,), 0.1, dtype=torch.float64), rtol=1e-14, atol=0)
+
+
+def test_zero_norm_parameter_in_a_decay_group_uses_ratio_one():
+    p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    opt = Lamb([p], lr=0.1, weight_decay=0.1, grad_clip=None)
+    p.grad = torch.ones(5, dtype=torch.float64)
+    opt.step()
+    u = 0.1 / (math.sqrt(0.01) + 1e-6)  # m / (sqrt(v) + eps) after one step, no bias correction
+    torch.testing.assert_close(p.detach(), torch.full((5,), -0.1 * u, dtype=torch.float64))
+
+
+# --- state_dict resume --------------------------------------------------------------------------
+
+RESUMABLE = {
+    "alto": lambda g: ALTO(g, lr=0.01, alpha=-5.0),
+    "lamb": lambda g: Lamb(g, lr=0.01),
+    "lion": lambda g: Lion(g, lr=1e-3, weight_decay=0.1),
+    "e-sgd": lambda g: E(torch.optim.SGD(g, lr=0.01, momentum=0.9), alpha=-5.0, beta=0.99),
+    "e-adamw": lambda g: E(torch.optim.AdamW(g, lr=1e-2), alpha=0.5, beta=0.01, init="first_grad"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
+def test_state_dict_resume_equals_never_stopping(name):
+    make = RESUMABLE[name]
+    straight = run_fast(make, torch.float64, steps=60)
+
+    params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    opt = make(two_groups(params))
+    for t in range(30):
+        opt.zero_grad()
+        loss_fn(params, t).backward()
+        opt.step()
+    buf = io.BytesIO()
+    torch.save({"params": [p.detach() for p in params], "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)  # checkpoints must load without pickled code
+
+    resumed = [p.clone().requires_grad_() for p in saved["params"]]
+    opt2 = make(two_groups(resumed))
+    opt2.load_state_dict(saved["opt"])
+    for t in range(30, 60):
+        opt2.zero_grad()
+        loss_fn(resumed, t).backward()
+        opt2.step()
+    for a, b in zip(straight, resumed):
+        assert torch.equal(a, b.detach())
+
+
+def test_e_state_dict_contains_its_own_state():
+    params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    opt = E(torch.optim.SGD(params, lr=0.1), alpha=-5.0, beta=0.99)
+    loss_fn(params, 0).backward()
+    opt.step()
+    sd = opt.state_dict()
+    assert set(sd["adaptor"]["state"][0]) == {"a", "prev"}
+    assert sd["adaptor"]["alpha"] == -5.0
+
+
+def test_e_works_with_lr_schedulers():
+    params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    opt = E(torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for t in range(4):
+        opt.zero_grad()
+        loss_fn(params, t).backward()
+        opt.step()
+        sched.step()
+    assert opt.base.param_groups[0]["lr"] == pytest.approx(0.025)
+    assert sched.get_last_lr() == [pytest.approx(0.025)]
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+def _p():
+    return [torch.zeros(2, requires_grad=True)]
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: ALTO(_p(), lr=-1.0), "lr"),
+    (lambda: ALTO(_p(), lr=float("nan")), "lr"),
+    (lambda: ALTO(_p(), betas=(1.0, 0.9, 0.99)), "betas[0]"),
+    (lambda: ALTO(_p(), betas=(0.9, -0.1, 0.99)), "betas[1]"),
+    (lambda: ALTO(_p(), betas=(0.9, 0.9, 1.5)), "betas[2]"),
+    (lambda: ALTO(_p(), betas=(0.9, 0.9)), "betas"),
+    (lambda: ALTO(_p(), eps=-1e-8), "eps"),
+    (lambda: ALTO(_p(), weight_decay=float("inf")), "weight_decay"),
+    (lambda: ALTO(_p(), betas=(0.9, 0.9, 0.99), alpha=-10.5), "alpha"),     # bound is 10
+    (lambda: ALTO(_p(), betas=(0.1, 0.9, 0.99), alpha=-5.0), "alpha"),      # the reference's defaults
+    (lambda: ALTO(_p(), grad_clip=0.0), "grad_clip"),
+    (lambda: ALTO(_p(), trust_ratio="always"), "trust_ratio"),
+    (lambda: Lamb(_p(), lr=-0.1), "lr"),
+    (lambda: Lamb(_p(), betas=(0.9, 1.0)), "betas[1]"),
+    (lambda: Lamb(_p(), eps=float("nan")), "eps"),
+    (lambda: Lion(_p(), lr=-1e-4), "lr"),
+    (lambda: Lion(_p(), betas=(1.2, 0.99)), "betas[0]"),
+    (lambda: Lion(_p(), weight_decay=-1.0), "weight_decay"),
+    (lambda: E(torch.optim.SGD(_p(), lr=0.1), alpha=-100.0, beta=0.99), "alpha"),
+    (lambda: E(torch.optim.SGD(_p(), lr=0.1), beta=1.0), "beta"),
+    (lambda: E(torch.optim.SGD(_p(), lr=0.1), alpha=float("nan")), "alpha"),
+    (lambda: E(torch.optim.SGD(_p(), lr=0.1), init="last"), "init"),
+    (lambda: build("adam", _p()), "optimizer"),
+    (lambda: build("alto", _p(), batch_size=0), "batch_size"),
+    (lambda: build("alto", _p(), momentum=0.9), "momentum"),
+])
+def test_invalid_hyper_parameters_raise_value_error_naming_them(make, words):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert words in str(err.value)
+
+
+def test_stability_bound_message_gives_the_bound_and_the_override():
+    with pytest.raises(ValueError, match=r"1/\(1 - betas\[0\]\) = 10.*allow_unstable"):
+        ALTO(_p(), betas=(0.9, 0.9, 0.99), alpha=-10.5)
+    ALTO(_p(), betas=(0.9, 0.9, 0.99), alpha=-10.5, allow_unstable=True)  # explicit override works
+
+
+# --- grouping rule and registry ------------------------------------------------------------------
+
+def _model():
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2, bias=False))
+
+
+def test_param_groups_exclude_norm_layers_and_biases():
+    groups = param_groups(_model(), 1e-4)
+    assert groups[0]["weight_decay"] == 1e-4 and groups[1]["weight_decay"] == 0.0
+    assert groups[0]["names"] == ["0.weight", "3.weight", "5.weight"]
+    assert groups[1]["names"] == ["0.bias", "1.weight", "1.bias", "3.bias", "4.weight", "4.bias"]
+
+
+@pytest.mark.parametrize("name", optimizer_names())
+def test_every_registry_optimizer_builds_steps_and_uses_the_same_groups(name):
+    model = _model()
+    opt = build(name, model, batch_size=256)
+    assert [len(g["params"]) for g in opt.param_groups] == [3, 6]
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_registry_switches_paper_defaults_at_batch_1024():
+    small, large = resolve("alto", 1023), resolve("alto", 1024)
+    assert (small["alpha"], small["betas"][0]) == (0.5, 0.01)
+    assert (large["alpha"], large["betas"][0]) == (-5.0, 0.99)
+    assert resolve("e_sgd", 128)["alpha"] == 0.5 and resolve("e_sgd", 4096)["beta"] == 0.99
+    assert resolve("lamb")["bias_correction"] is False and resolve("lamb_bc")["bias_correction"] is True
+    opt = build("alto", _model(), batch_size=4096, lr=0.02, alpha=-2.0)
+    assert opt.param_groups[0]["lr"] == 0.02 and opt.param_groups[0]["alpha"] == -2.0
+    assert opt.hparams["alpha"] == -2.0
+
+
+def test_telemetry_statistics_are_device_tensors_and_consistent():
+    model = _model()
+    opt = build("alto", model, batch_size=4096)
+    opt.collect_stats = True
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        opt.step()
+    s = opt.stats
+    for key in ("grad_norm", "clip_coef", "update_norm", "param_norm", "trust_ratio_min", "trust_ratio_mean",
+                "trust_ratio_max", "a_norm", "grad_diff_norm", "cos_grad_prev", "cos_a_grad", "alpha_a_share"):
+        assert torch.is_tensor(s[key]) and s[key].ndim == 0, key
+    assert s["trust_ratios"].numel() == 3  # one per decayed tensor
+    assert -1.0 <= s["cos_grad_prev"].item() <= 1.0
+    assert s["alpha_a_share"].item() == pytest.approx(5.0 * s["a_norm"].item() / min(1.0, s["grad_norm"].item())
+                                                      if s["grad_norm"].item() > 1 else
+                                                      5.0 * s["a_norm"].item() / s["grad_norm"].item(), rel=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["alto", "lamb", "lamb_bc", "lion", "e_adamw"])
+def test_no_host_sync_inside_step_on_cuda(name):
+    model = _model().cuda()
+    opt = build(name, model, batch_size=4096)
+    opt.collect_stats = True
+    model(torch.randn(8, 4, device="cuda")).pow(2).mean().backward()
+    opt.step()  # state initialisation may allocate; check the steady state
+    model(torch.randn(8, 4, device="cuda")).pow(2).mean().backward()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
