@@ -3,7 +3,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from pathlib import Path
+
+DEFAULT_DB = Path(__file__).resolve().parents[1] / "runs" / "alto.db"
+
+
+def default_db() -> str:
+    """ALTO_DB, else runs/alto.db of this checkout (or of the current directory when installed)."""
+    if os.environ.get("ALTO_DB"):
+        return os.environ["ALTO_DB"]
+    return str(DEFAULT_DB if DEFAULT_DB.parent.is_dir() else Path("runs") / "alto.db")
+
+
+def _open_store(path: str):
+    from alto.store import Store, StoreError
+    try:
+        return Store(path)
+    except StoreError as err:
+        raise SystemExit(f"alto: {err}") from None
+
+
+def _parse_lr_grid(items: list[str]) -> dict[str, list[float]]:
+    grid = {}
+    for item in items or []:
+        opt, _, values = item.partition("=")
+        try:
+            grid[opt.strip()] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise SystemExit(f"alto: --lr-grid expects OPT=v1,v2,... with numbers, got {item!r}") from None
+        if not opt.strip() or not grid[opt.strip()]:
+            raise SystemExit(f"alto: --lr-grid expects OPT=v1,v2,..., got {item!r}")
+    return grid
 
 
 def _device(name: str) -> str:
@@ -34,9 +67,136 @@ def cmd_bench_optim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from alto.runner import queue_experiment
+    from alto.train.presets import expand, load_preset
+    from alto.train.run import StopFlag, execute_run
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps),
+                                   ("batch_size", args.batch_size), ("device", args.device))
+                 if v is not None}
+    if args.download:
+        overrides["download"] = True
+    try:
+        preset = load_preset(args.preset)
+        optimizers = [o.strip() for o in args.optimizers.split(",")] if args.optimizers else None
+        configs = expand(preset, optimizers=optimizers, seeds=args.seeds, lr_grid=_parse_lr_grid(args.lr_grid),
+                         overrides=overrides)
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    store = _open_store(args.db)
+    experiment_id = queue_experiment(store, preset, configs)
+    runs = store.list_runs(experiment_id=experiment_id)
+    print(f"experiment {experiment_id}: {len(runs)} runs of preset {preset.name!r} -> {store.path}", flush=True)
+    flag = StopFlag().install()
+    for run in runs:
+        if flag():
+            break
+        with tqdm(total=1, desc=run["name"], unit="step", dynamic_ncols=True) as bar:
+            def progress(step, total, latest, bar=bar):
+                bar.total = total
+                bar.n = step
+                shown = {k: f"{latest[k]:.4g}" for k in ("train/loss", "val/acc", "val/ppl") if k in latest}
+                bar.set_postfix(shown, refresh=False)
+                bar.refresh()
+            status = execute_run(store, run["id"], progress=progress, should_stop=flag)
+            bar.set_postfix_str(status)
+    print_results(store, experiment_id)
+    return 0
+
+
+def print_results(store, experiment_id: int) -> None:
+    runs = store.list_runs(experiment_id=experiment_id)
+    summary = store.summary([r["id"] for r in runs])
+    metric = "val/ppl" if any("val/ppl" in summary.get(r["id"], {}) for r in runs) else "val/acc"
+    best = "min" if metric.endswith(("ppl", "loss")) else "max"
+    header = f"{'run':>5} {'optimizer':<9} {'seed':>4} {'lr':>9} {'status':<9} {'final ' + metric:>15} " \
+             f"{'best ' + metric:>14} {'test':>8} {'time s':>8}"
+    print(header)
+    for r in runs:
+        s = summary.get(r["id"], {})
+        final = s.get(metric, {}).get("last")
+        top = s.get(metric, {}).get(best)
+        test = s.get(metric.replace("val/", "test/"), {}).get("last")
+        took = (r["finished_at"] - r["started_at"]) if r.get("finished_at") and r.get("started_at") else None
+
+        def fmt(v, spec=".4f"):
+            return "-" if v is None else format(v, spec)
+        print(f"{r['id']:>5} {r['optimizer']:<9} {r['seed']:>4} {r['lr']:>9.3g} {r['status']:<9} "
+              f"{fmt(final):>15} {fmt(top):>14} {fmt(test):>8} {fmt(took, '.1f'):>8}")
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store = _open_store(args.db)
+    experiments = store.list_experiments()
+    if args.json:
+        for e in experiments:
+            e["runs"] = store.list_runs(experiment_id=e["id"])
+        print(json.dumps(experiments, default=str, indent=1))
+        return 0
+    if not experiments:
+        print(f"no experiments in {store.path}")
+    for e in experiments:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(e["run_counts"].items()))
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["created_at"]))
+        print(f"experiment {e['id']}  {when}  {e['name']}  [{e['preset'] or '-'}]  {counts}")
+        for r in store.list_runs(experiment_id=e["id"]):
+            print(f"  run {r['id']:>4}  {r['status']:<9} {r['name']}  step {r['last_step'] if r['last_step'] is not None else '-'}"
+                  f"/{r['total_steps'] or '?'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = _open_store(args.db)
+    try:
+        store.get_experiment(args.experiment)
+    except KeyError:
+        raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
+    runs = store.list_runs(experiment_id=args.experiment)
+    frame = store.raw_metrics([r["id"] for r in runs])
+    info = {r["id"]: (r["name"], r["optimizer"], r["seed"], r["lr"], r["status"]) for r in runs}
+    for i, column in enumerate(("run_name", "optimizer", "seed", "lr", "status")):
+        frame.insert(1 + i, column, [info[rid][i] for rid in frame["run_id"]])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    print(f"wrote {len(frame)} rows ({len(runs)} runs) to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alto", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a comparison from a preset, headless, with progress bars")
+    run.add_argument("--preset", required=True, help="a name from runs/presets or a .toml path")
+    run.add_argument("--optimizers", help="comma-separated subset, e.g. alto,lamb,sgd,lion")
+    run.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    run.add_argument("--lr-grid", action="append", metavar="OPT=v1,v2", help="one run per LR; repeatable")
+    run.add_argument("--epochs", type=float)
+    run.add_argument("--max-steps", type=int)
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--db", default=default_db())
+    run.add_argument("--download", action="store_true", help="allow downloading the dataset via torchvision")
+    run.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("ls", help="list experiments and runs")
+    ls.add_argument("--db", default=default_db())
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+    export = sub.add_parser("export", help="export an experiment's metrics (long format)")
+    export.add_argument("--experiment", type=int, required=True)
+    export.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    export.add_argument("--out", required=True)
+    export.add_argument("--db", default=default_db())
+    export.set_defaults(func=cmd_export)
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
     bench_sub = bench.add_subparsers(dest="what", required=True)

@@ -1,0 +1,93 @@
+"""Execute one stored run: status transitions around the training loop."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from alto.store import Store
+
+from .config import RunConfig
+from .loop import train
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop polls it between steps, so the run ends cleanly (cancelled)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def install(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.stop = True
+
+    def __call__(self) -> bool:
+        return self.stop
+
+
+def checkpoint_dir(store: Store, run_id: int) -> Path:
+    return Path(store.path).parent / "checkpoints" / Path(store.path).stem / f"run_{run_id}"
+
+
+def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None) -> str:
+    """Train run `run_id` from its stored config; returns the final status.
+
+    Every outcome is recorded: finished, diverged, cancelled, or failed with the error's tail.
+    A process killed outright leaves `running` behind, which the supervisor turns into `crashed`.
+    """
+    run = store.get_run(run_id)
+    store.update_run(run_id, status="running", started_at=run.get("started_at") or time.time(),
+                     pid=os.getpid(), pgid=os.getpgid(0), error=None)
+    try:
+        config = RunConfig.from_dict(run["config"])
+        ckpt = checkpoint_dir(store, run_id) if config.checkpoint_every else None
+
+        def on_start(info: dict) -> None:
+            store.update_run(run_id, total_steps=info["total_steps"], device=info["device"])
+            store.set_params(run_id, {k: v for k, v in info.items()})
+
+        with store.writer(run_id) as writer:
+            writer.heartbeat()
+            result = train(config, writer=writer, checkpoint_dir=ckpt, progress=progress,
+                           should_stop=should_stop, on_start=on_start)
+    except BaseException as err:  # noqa: BLE001 - every failure must be recorded, then re-raised
+        tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
+        store.update_run(run_id, status="failed", finished_at=time.time(),
+                         error=f"{type(err).__name__}: {err}\n\n{tail}"[-4000:])
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        return "failed"
+    store.update_run(run_id, status=result.status, finished_at=time.time(),
+                     last_step=result.steps - 1, error=result.message or None)
+    return result.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m alto.train RUN_ID [--db PATH]`: what the supervisor starts for each run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m alto.train")
+    parser.add_argument("run_id", type=int)
+    parser.add_argument("--db", default=os.environ.get("ALTO_DB", "runs/alto.db"))
+    args = parser.parse_args(argv)
+    flag = StopFlag().install()
+
+    def report(step: int, total: int, latest: dict) -> None:
+        shown = " ".join(f"{k}={latest[k]:.4g}" for k in ("train/loss", "val/loss", "val/acc", "val/ppl")
+                         if k in latest)
+        print(f"step {step}/{total} {shown}", flush=True)
+
+    status = execute_run(Store(args.db), args.run_id, progress=report, should_stop=flag)
+    print(f"run {args.run_id}: {status}", flush=True)
+    return 0 if status in ("finished", "diverged", "cancelled") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
