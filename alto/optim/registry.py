@@ -120,6 +120,17 @@ def resolve(name: str, batch_size: int | None = None, **overrides) -> dict:
     return hp
 
 
+def validate(name: str, batch_size: int | None = None, **overrides) -> dict:
+    """Resolve and run the optimizer's own checks (on a throw-away parameter); returns the
+    hyper-parameters. Any problem is a ValueError naming the hyper-parameter."""
+    hp = resolve(name, batch_size, **overrides)
+    try:
+        OPTIMIZERS[name].make([torch.zeros(1, requires_grad=True)], dict(hp))
+    except TypeError as err:  # e.g. a string where a number belongs
+        raise ValueError(f"{name}: invalid hyper-parameter value: {err}") from None
+    return hp
+
+
 def build(name: str, model_or_params: nn.Module | Iterable, batch_size: int | None = None,
           **overrides) -> Optimizer:
     """Build optimizer `name` with the paper's small/large-batch defaults and `overrides`.

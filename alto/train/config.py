@@ -12,7 +12,7 @@ from typing import Any
 
 from alto.data import dataset_names
 from alto.models import model_names
-from alto.optim import optimizer_names, resolve
+from alto.optim import optimizer_names, validate
 
 SCHEDULES = ("constant", "step", "multistep", "cosine")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -135,7 +135,7 @@ class RunConfig:
         if self.lr is not None:
             overrides["lr"] = self.lr
         try:
-            hp = resolve(self.optimizer, self.batch_size, **overrides)
+            hp = validate(self.optimizer, self.batch_size, **overrides)
         except ValueError as err:
             raise ValueError(f"hparams: {err}") from None
         return hp
