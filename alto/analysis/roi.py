@@ -1,0 +1,206 @@
+"""What a speed-up is worth per year: GPU-hours, money, energy and CO2e.
+
+Assumes each job is run until it reaches the same target, so a speed-up s turns a
+baseline job of H GPU-hours into H / s GPU-hours. Savings are never clipped: a speed-up
+below 1 gives negative savings (the candidate costs more).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ._checks import as_1d
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _count(name: str, value: object) -> int:
+    v = _number(name, value)
+    if not v.is_integer() or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(v)
+
+
+@dataclass(frozen=True)
+class RoiInputs:
+    """A measured (or claimed) speed-up with its CI, and what the jobs cost.
+
+    speedup_low/high bound the speed-up (pass speedup for both when there is no CI).
+    gpus_per_job and jobs_per_year are integers >= 1; prices, hours and factors are
+    finite and >= 0 (hours > 0); energy/carbon factors may be None (not reported).
+    """
+
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    gpu_hourly_price: float
+    gpus_per_job: int
+    baseline_hours_per_job: float
+    jobs_per_year: int
+    energy_kwh_per_gpu_hour: float | None = None
+    carbon_kg_per_kwh: float | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise the validated values in place
+        for name in ("speedup", "speedup_low", "speedup_high"):
+            v = _number(name, getattr(self, name))
+            if v <= 0:
+                raise ValueError(f"{name} must be > 0, got {v!r}")
+            set_(self, name, v)
+        if not self.speedup_low <= self.speedup:
+            raise ValueError(f"speedup_low ({self.speedup_low}) must be <= speedup "
+                             f"({self.speedup})")
+        if not self.speedup <= self.speedup_high:
+            raise ValueError(f"speedup_high ({self.speedup_high}) must be >= speedup "
+                             f"({self.speedup})")
+        for name in ("gpus_per_job", "jobs_per_year"):
+            set_(self, name, _count(name, getattr(self, name)))
+        price = _number("gpu_hourly_price", self.gpu_hourly_price)
+        if price < 0:
+            raise ValueError(f"gpu_hourly_price must be >= 0, got {price!r}")
+        set_(self, "gpu_hourly_price", price)
+        hours = _number("baseline_hours_per_job", self.baseline_hours_per_job)
+        if hours <= 0:
+            raise ValueError(f"baseline_hours_per_job must be > 0, got {hours!r}")
+        set_(self, "baseline_hours_per_job", hours)
+        for name in ("energy_kwh_per_gpu_hour", "carbon_kg_per_kwh"):
+            raw = getattr(self, name)
+            if raw is None:
+                continue
+            v = _number(name, raw)
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v!r}")
+            set_(self, name, v)
+
+    @property
+    def has_ci(self) -> bool:
+        return self.speedup_low < self.speedup_high
+
+    @property
+    def baseline_gpu_hours(self) -> float:
+        """GPU-hours a year spent on these jobs with the baseline optimizer."""
+        return self.baseline_hours_per_job * self.gpus_per_job * self.jobs_per_year
+
+
+@dataclass(frozen=True)
+class Span:
+    """A quantity at the speed-up estimate and at its low / high bound.
+
+    low and high name the speed-up bound used, not the order of the numbers (the new
+    GPU-hours at speedup_low are the larger ones).
+    """
+
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class RoiResult:
+    baseline_gpu_hours: float
+    new_gpu_hours: Span
+    gpu_hours_saved: Span
+    cost_saved: Span
+    energy_kwh_saved: Span | None
+    co2e_kg_saved: Span | None
+    verdict: str
+
+
+def _saved_hours(inputs: RoiInputs, speedups: np.ndarray) -> np.ndarray:
+    return inputs.baseline_gpu_hours * (1.0 - 1.0 / speedups)
+
+
+def sensitivity(inputs: RoiInputs, speedups: np.ndarray) -> np.ndarray:
+    """Annual money saved at each speed-up in `speedups` (negative below 1), other inputs kept."""
+    s = as_1d(speedups, "speedups")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError("speedups must all be finite and > 0")
+    return _saved_hours(inputs, s) * inputs.gpu_hourly_price
+
+
+def speedup_grid(*points: float | None, n: int = 200) -> np.ndarray:
+    """Speed-ups for a sensitivity curve: 0.5x..2x widened to cover every given point."""
+    given = [float(p) for p in points if p is not None and math.isfinite(p) and p > 0]
+    lo, hi = min([0.5, *given]) * 0.9, max([2.0, *given]) * 1.1
+    return np.linspace(lo, hi, n)
+
+
+def _money(x: float) -> str:
+    return f"${abs(x):,.0f}"
+
+
+def _verdict(inputs: RoiInputs, cost: Span, hours: Span) -> str:
+    s, lo, hi = inputs.speedup, inputs.speedup_low, inputs.speedup_high
+    ci = f"{lo:.2f}x to {hi:.2f}x"
+    if inputs.has_ci and lo <= 1.0 <= hi:
+        return (f"The CI includes 1: no measurable saving (speed-up {s:.2f}x, CI {ci}; "
+                f"{hours.low:+,.0f} to {hours.high:+,.0f} GPU-hours, "
+                f"{_signed(cost.low)} to {_signed(cost.high)} a year).")
+    if s == 1.0:
+        return "No saving: the speed-up is exactly 1."
+    single = "" if inputs.has_ci else " (a single estimate, no CI)"
+    saves = s > 1.0
+    what = ("Saves money" if saves else "Costs money") if inputs.gpu_hourly_price > 0 else (
+        "Saves GPU time" if saves else "Costs GPU time")
+    amount = f"{abs(hours.estimate):,.0f} GPU-hours {'saved' if saves else 'extra'} a year"
+    if inputs.gpu_hourly_price > 0:
+        amount = f"{_money(cost.estimate)} and " + amount
+    rng = ""
+    if inputs.has_ci:
+        rng = f"; {_signed(cost.low)} to {_signed(cost.high)} a year over the CI {ci}"
+    return f"{what}{single}: about {amount} at {s:.2f}x{rng}."
+
+
+def _signed(x: float) -> str:
+    """Money saved with its sign: negative = extra cost."""
+    return f"-{_money(x)}" if x < 0 else _money(x)
+
+
+def roi(inputs: RoiInputs) -> RoiResult:
+    """GPU-hours, cost, energy and CO2e saved a year, at the speed-up and its CI bounds."""
+    s = np.array([inputs.speedup, inputs.speedup_low, inputs.speedup_high])
+    base = inputs.baseline_gpu_hours
+    saved = _saved_hours(inputs, s)
+
+    def span(v: np.ndarray) -> Span:
+        return Span(float(v[0]), float(v[1]), float(v[2]))
+
+    hours = span(saved)
+    cost = span(saved * inputs.gpu_hourly_price)
+    energy = co2 = None
+    if inputs.energy_kwh_per_gpu_hour is not None:
+        kwh = saved * inputs.energy_kwh_per_gpu_hour
+        energy = span(kwh)
+        if inputs.carbon_kg_per_kwh is not None:
+            co2 = span(kwh * inputs.carbon_kg_per_kwh)
+    return RoiResult(base, span(base / s), hours, cost, energy, co2,
+                     _verdict(inputs, cost, hours))
+
+
+def with_speedup(inputs: RoiInputs, speedup: float, low: float | None = None,
+                 high: float | None = None) -> RoiInputs:
+    """The same cost assumptions with another speed-up (e.g. the paper's claim, no CI)."""
+    values = {f.name: getattr(inputs, f.name) for f in fields(inputs)}
+    values.update(speedup=speedup, speedup_low=speedup if low is None else low,
+                  speedup_high=speedup if high is None else high)
+    return RoiInputs(**values)
+
+
+def __getattr__(name: str) -> object:
+    # PAPER_CLAIMS lives in claims.py (which builds on RoiInputs); reachable from here too.
+    if name in ("PAPER_CLAIMS", "PaperClaim", "paper_scenario"):
+        from . import claims
+
+        return getattr(claims, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

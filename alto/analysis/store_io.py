@@ -1,0 +1,296 @@
+"""The only analysis module that touches the database: pull arrays from a Store, call the
+pure functions, return tables and dicts ready for the pages and the report."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from alto.store import X_AXES, Store
+
+from ._checks import check_choice
+from .aggregate import align_runs, band
+from .downsample import MAX_POINTS, downsample
+from .smoothing import ema_debiased
+from .speedup import speedup
+from .targets import MODES, TargetResult, target_result
+
+FULL_RESOLUTION = 1 << 62  # max_points that makes the store return every logged point
+DEFAULT_STATUSES = ("finished", "diverged")  # a diverged run is a run that missed the target
+N_DEVICES_KEY = "n_devices"  # run config key read for device-hours (default 1)
+
+
+def _runs(store: Store, experiment_id: int, statuses: Sequence[str]) -> list[dict]:
+    return store.list_runs(experiment_id=experiment_id, status=list(statuses))
+
+
+def _per_run(summary: dict, metric: str, mode: str, which: str) -> float | None:
+    s = summary.get(metric)
+    if s is None:
+        return None
+    return s["last"] if which == "final" else s["max" if mode == "max" else "min"]
+
+
+def _mean_std(values: list[float | None]) -> tuple[float, float]:
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    mean = float(v.mean()) if v.size else math.nan
+    return mean, float(v.std(ddof=1)) if v.size >= 2 else math.nan
+
+
+def best_lr_per_optimizer(
+    store: Store,
+    experiment_id: int,
+    metric: str = "val/acc",
+    mode: str = "max",
+    *,
+    by: str = "final",
+    statuses: Sequence[str] = DEFAULT_STATUSES,
+) -> dict[str, float]:
+    """Per optimizer, the LR whose seeds have the best mean `by` value ("final" or "best").
+
+    Chosen on a validation metric only (the metric must start with "val/": choosing on a
+    test metric would leak the test set into the comparison). An LR with any run whose
+    value is NaN (diverged) loses to every LR without. Ties go to the smaller LR.
+    Optimizers with no run that logged the metric are left out.
+    """
+    if not metric.startswith("val/"):
+        raise ValueError(f"metric must be a validation metric ('val/...'), got {metric!r}: "
+                         "choosing the LR on a test or train metric is not allowed")
+    check_choice(mode, "mode", MODES)
+    check_choice(by, "by", ("final", "best"))
+    runs = _runs(store, experiment_id, statuses)
+    summ = store.summary([r["id"] for r in runs])
+    scores: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        v = _per_run(summ[r["id"]], metric, mode, by)
+        if v is not None:
+            scores[r["optimizer"]][float(r["lr"])].append(v)
+    out = {}
+    for opt, by_lr in scores.items():
+        out[opt] = max(sorted(by_lr), key=lambda lr, v=by_lr: (_lr_score(v[lr], mode), -lr))
+    return out
+
+
+def _lr_score(values: list[float], mode: str) -> float:
+    """Higher is better: the mean (negated for mode min); any NaN makes it the worst."""
+    if any(math.isnan(v) for v in values):
+        return -math.inf
+    mean = sum(values) / len(values)
+    return mean if mode == "max" else -mean
+
+
+def target_results(
+    store: Store,
+    run_ids: Sequence[int],
+    metric: str,
+    threshold: float,
+    *,
+    mode: str = "max",
+    smoothing: float = 0.0,
+) -> dict[int, TargetResult]:
+    """Time to target of each run on every x axis, from the full-resolution series.
+
+    Device-hours use the run config's "n_devices" (1 when absent).
+    """
+    ids = [int(r) for r in run_ids]
+    df = store.raw_metrics(ids, [metric])
+    out = {}
+    for rid in ids:
+        d = df[df["run_id"] == rid]
+        n_dev = store.get_run(rid)["config"].get(N_DEVICES_KEY, 1) or 1
+        out[rid] = target_result(
+            d["step"].to_numpy(dtype=np.float64), d["value"].to_numpy(dtype=np.float64),
+            threshold, mode=mode, smoothing=smoothing, n_devices=n_dev,
+            wall_time=d["wall_time"].to_numpy(dtype=np.float64),
+            samples=d["samples"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan),
+            epochs=d["epoch"].to_numpy(dtype=np.float64),
+        )
+    return out
+
+
+TABLE_COLUMNS = (
+    "optimizer", "lr", "is_baseline", "n_runs", "n_diverged", "final_mean", "final_std",
+    "best_mean", "best_std", "n_reached", "target_mean", "target_std", "steps_to_target_mean",
+    "speedup", "speedup_low", "speedup_high", "speedup_note",
+)
+
+
+def experiment_table(
+    store: Store,
+    experiment_id: int,
+    *,
+    metric: str = "val/acc",
+    mode: str = "max",
+    threshold: float | None = None,
+    baseline: str = "lamb",
+    x: str = "wall_time",
+    smoothing: float = 0.0,
+    select_on: tuple[str, str] | None = None,
+    statuses: Sequence[str] = DEFAULT_STATUSES,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """One row per (optimizer, lr): seeds, final/best metric mean±std, time to target on
+    `x` (mean±std over reached runs), steps to target, speed-up vs the baseline with CI.
+
+    final/best are raw (unsmoothed) values; the target search uses `smoothing`.
+    The baseline arm is the baseline optimizer at one LR: its only LR, or the best by
+    `select_on` = (validation metric, mode). By default that is (metric, mode) when metric
+    is a val/ metric, else the first of val/acc (max), val/ppl (min), val/loss (min) that
+    the baseline runs logged. Without a threshold the target and speed-up columns are
+    empty (speedup_note "no threshold"). df.attrs holds the settings and baseline_lr.
+    """
+    check_choice(mode, "mode", MODES)
+    check_choice(x, "x", X_AXES)
+    runs = _runs(store, experiment_id, statuses)
+    summ = store.summary([r["id"] for r in runs])
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["optimizer"], float(r["lr"]))].append(r)
+
+    base_lrs = sorted(lr for opt, lr in groups if opt == baseline)
+    baseline_lr = base_lrs[0] if len(base_lrs) == 1 else None
+    if select_on is None:
+        logged = {k for r in runs if r["optimizer"] == baseline for k in summ[r["id"]]}
+        select_on = _default_selection(metric, mode, logged)
+    if len(base_lrs) > 1:
+        chosen = best_lr_per_optimizer(store, experiment_id, *select_on, statuses=statuses)
+        if baseline not in chosen:
+            raise ValueError(f"select_on: the {baseline!r} runs did not log {select_on[0]!r}, "
+                             "so its LR cannot be chosen; pass select_on=(val metric, mode)")
+        baseline_lr = chosen[baseline]
+
+    targets = {} if threshold is None else target_results(
+        store, [r["id"] for r in runs], metric, threshold, mode=mode, smoothing=smoothing)
+
+    def times(rs: list[dict]) -> list[float | None]:
+        return [targets[r["id"]].on_axis(x) for r in rs]
+
+    base_times = None
+    if threshold is not None and baseline_lr is not None:
+        base_times = times(groups[(baseline, baseline_lr)])
+    rows = []
+    for (opt, lr), rs in sorted(groups.items()):
+        s = [summ[r["id"]] for r in rs]
+        finals = [_per_run(v, metric, mode, "final") for v in s]
+        bests = [_per_run(v, metric, mode, "best") for v in s]
+        row = dict(optimizer=opt, lr=lr, is_baseline=(opt == baseline and lr == baseline_lr),
+                   n_runs=len(rs),
+                   n_diverged=sum(r["status"] == "diverged" or (f is not None and math.isnan(f))
+                                  for r, f in zip(rs, finals)))
+        row["final_mean"], row["final_std"] = _mean_std(finals)
+        row["best_mean"], row["best_std"] = _mean_std(bests)
+        row.update(n_reached=0, target_mean=math.nan, target_std=math.nan,
+                   steps_to_target_mean=math.nan, speedup=math.nan, speedup_low=math.nan,
+                   speedup_high=math.nan, speedup_note="no threshold")
+        if threshold is not None:
+            t = times(rs)
+            row["n_reached"] = sum(v is not None for v in t)
+            row["target_mean"], row["target_std"] = _mean_std(t)
+            row["steps_to_target_mean"] = _mean_std([targets[r["id"]].steps for r in rs])[0]
+            row.update(_speedup_cells(base_times, t, baseline, row["is_baseline"], n_boot, level))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    df.attrs.update(metric=metric, mode=mode, threshold=threshold, x=x, baseline=baseline,
+                    baseline_lr=baseline_lr, smoothing=smoothing, select_on=tuple(select_on),
+                    statuses=tuple(statuses), level=level)
+    return df
+
+
+def _default_selection(metric: str, mode: str, logged: set[str]) -> tuple[str, str]:
+    if metric.startswith("val/"):
+        return metric, mode
+    for key, key_mode in (("val/acc", "max"), ("val/ppl", "min"), ("val/loss", "min")):
+        if key in logged:
+            return key, key_mode
+    return "val/acc", "max"
+
+
+def _speedup_cells(base_times: list | None, times: list, baseline: str, is_baseline: bool,
+                   n_boot: int, level: float) -> dict:
+    if is_baseline:
+        if not any(t is not None for t in times):
+            return dict(speedup_note="baseline: not reached by any run")
+        return dict(speedup=1.0, speedup_note="baseline")
+    if not base_times:
+        return dict(speedup_note=f"no {baseline!r} runs to compare with")
+    try:
+        res = speedup(base_times, times, n_boot=n_boot, level=level)
+    except ValueError as exc:
+        return dict(speedup_note=str(exc))
+    lo, hi = res.ci if res.ci is not None else (math.nan, math.nan)
+    note = "; ".join(p for p in (res.why_no_ci, res.note) if p)
+    return dict(speedup=res.estimate if res.estimate is not None else math.nan,
+                speedup_low=lo, speedup_high=hi, speedup_note=note)
+
+
+def save_experiment_table(store: Store, experiment_id: int, table: pd.DataFrame,
+                          *, name: str = "experiment_table") -> int:
+    """Store a table from experiment_table (rows and settings) as an artifact; returns its id."""
+    attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in table.attrs.items()}
+    payload = {"settings": attrs, "rows": table.to_dict(orient="records")}
+    return store.put_artifact(kind="experiment_table", name=name, payload=payload,
+                              experiment_id=experiment_id)
+
+
+def grouped_series(
+    store: Store,
+    run_ids: Sequence[int],
+    key: str,
+    *,
+    x: str = "step",
+    smoothing: float = 0.0,
+    max_points: int = MAX_POINTS,
+) -> dict[str, dict]:
+    """Runs grouped by optimizer, aligned on one grid, summarised per grid point.
+
+    Returns {label: {"grid", "mean", "std", "min", "max", "n", "runs"}} with every array
+    at most max_points long; "runs" is {run_id: {"x", "y", "seed", "lr"}}. The label is
+    the optimizer name, or "name (lr=...)" when the selection holds several LRs of it.
+    With smoothing the full-resolution series is fetched and smoothed before
+    downsampling; without, the store downsamples onto a step grid shared by the runs.
+    Runs that have not logged `key` are left out; so is a group with no data.
+    """
+    check_choice(x, "x", X_AXES)
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    ids = [int(r) for r in run_ids]
+    info = {rid: store.get_run(rid) for rid in ids}
+    if smoothing:
+        data = {rid: store.series(rid, key, x=x, max_points=FULL_RESOLUTION) for rid in ids}
+    else:
+        data = store.series_many(ids, key, x=x, max_points=max_points)
+    lrs_of: dict[str, set[float]] = defaultdict(set)
+    for r in info.values():
+        lrs_of[r["optimizer"]].add(float(r["lr"]))
+    members: dict[str, list[int]] = defaultdict(list)
+    for rid in ids:
+        opt, lr = info[rid]["optimizer"], float(info[rid]["lr"])
+        members[opt if len(lrs_of[opt]) == 1 else f"{opt} (lr={lr:g})"].append(rid)
+
+    out = {}
+    for label, rids in members.items():
+        per_run = {}
+        for rid in rids:
+            xs, ys = data[rid]["x"], data[rid]["value"]
+            if xs.size == 0:
+                continue
+            if smoothing:
+                ys = ema_debiased(ys, smoothing)
+            xs, ys = downsample(xs, ys, max_points=max_points)
+            per_run[rid] = {"x": xs, "y": ys, "seed": info[rid]["seed"],
+                            "lr": float(info[rid]["lr"])}
+        if not per_run:
+            continue
+        grid, matrix = align_runs([r["x"] for r in per_run.values()],
+                                  [r["y"] for r in per_run.values()])
+        stats = band(matrix)
+        arrays = downsample(grid, *(stats[k] for k in ("mean", "std", "min", "max", "n")),
+                            max_points=max_points)
+        out[label] = dict(zip(("grid", "mean", "std", "min", "max", "n"), arrays))
+        out[label]["runs"] = per_run
+    return out
