@@ -169,6 +169,67 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from alto.train.bench import bench_telemetry
+    from alto.train.config import RunConfig
+
+    torch.set_num_threads(args.threads)
+    try:
+        config = RunConfig(dataset=args.dataset, model=args.model, optimizer=args.optimizer,
+                           batch_size=args.batch_size, max_steps=args.steps, epochs=10**6, device=_device(args.device),
+                           threads=args.threads)
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    print(json.dumps(bench_telemetry(config, repeats=args.repeats)))
+    return 0
+
+
+def cmd_bench_store(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from alto.store.bench import bench_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = bench_store(Path(tmp) / "bench.db", rows=args.rows, keys=args.keys, batch_steps=args.batch_steps)
+    print(json.dumps({"bench": "store", **result}))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from alto.runner import Supervisor
+    from alto.store import StoreError
+
+    def show(run: dict, old: str | None, new: str) -> None:
+        detail = f"  ({run['error'].splitlines()[0]})" if new in ("failed", "crashed") and run.get("error") else ""
+        print(f"{time.strftime('%H:%M:%S')} run {run['id']} {run['name']}: {old or 'new'} -> {new}{detail}",
+              flush=True)
+
+    if args.slots is not None and args.slots < 1:
+        raise SystemExit("alto: --slots must be at least 1")
+    try:
+        sup = Supervisor(args.db, slots=args.slots, heartbeat_timeout_s=args.heartbeat_timeout, on_change=show)
+    except StoreError as err:
+        raise SystemExit(f"alto: {err}") from None
+    if not sup.try_lead():
+        raise SystemExit(f"alto: another supervisor already runs the queue of {sup.db_path} "
+                         f"(it holds {sup.lock_path})")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sup.request_stop())  # finish the current tick, then leave
+    where = f"GPU {','.join(sup.gpus)}" if sup.gpus else "CPU"
+    print(f"worker for {sup.db_path}: {sup.slots} slot(s) on {where}, logs in {sup.log_dir}. "
+          "Ctrl-C stops the worker; running runs continue.", flush=True)
+    try:
+        sup.serve()
+    finally:
+        sup.stop()
+    print("worker stopped", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alto", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--db", default=default_db())
     export.set_defaults(func=cmd_export)
 
+    worker = sub.add_parser("worker", help="run queued runs in the foreground (the supervisor without the app)")
+    worker.add_argument("--db", default=default_db())
+    worker.add_argument("--slots", type=int, help="runs at once (default: one per GPU, else 1)")
+    worker.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="S",
+                        help="seconds without a heartbeat before a run is marked stalled")
+    worker.set_defaults(func=cmd_worker)
+
     bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
     bench_sub = bench.add_subparsers(dest="what", required=True)
     optim = bench_sub.add_parser("optim", help="optimizer step time vs its memory-bandwidth bound")
@@ -208,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     optim.add_argument("--repeats", type=int, default=5)
     optim.set_defaults(func=cmd_bench_optim)
+
+    bench_train = bench_sub.add_parser("train", help="telemetry on vs off: the same run, ms per step and ratio")
+    bench_train.add_argument("--dataset", default="digits")
+    bench_train.add_argument("--model", default="mlp")
+    bench_train.add_argument("--optimizer", default="alto")
+    bench_train.add_argument("--batch-size", type=int, default=None)
+    bench_train.add_argument("--steps", type=int, default=300)
+    bench_train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench_train.add_argument("--threads", type=int, default=1)
+    bench_train.add_argument("--repeats", type=int, default=2)
+    bench_train.set_defaults(func=cmd_bench_train)
+
+    bench_store = bench_sub.add_parser("store", help="SQLite ingest rows/s (batched vs per step) and tail reads")
+    bench_store.add_argument("--rows", type=int, default=200_000)
+    bench_store.add_argument("--keys", type=int, default=20)
+    bench_store.add_argument("--batch-steps", type=int, default=50)
+    bench_store.set_defaults(func=cmd_bench_store)
     return parser
 
 
