@@ -39,6 +39,7 @@ class RunResult:
     wall_s: float
     final: dict = field(default_factory=dict)
     message: str = ""
+    setup_s: float = 0.0              # data loading and model building, not in wall_s
 
 
 def resolve_device(name: str) -> torch.device:
@@ -199,7 +200,7 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
     the run resolved (hyper-parameters used, batch, steps, device) before the first step;
     `progress(step, total, latest)` is called after every flush; `should_stop()` is polled every
     step (cancellation)."""
-    t_start = time.monotonic()
+    t_setup = time.monotonic()
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -247,6 +248,10 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
     snapshot = None  # (theta_t, g_t) for the curvature along one step, on detail steps
     status, message = "finished", ""
     step = start_step
+    # The wall clock of a run starts at its first step: process start-up, imports and data loading
+    # differ with the order runs happen to execute in and must not count as training time.
+    t_start = time.monotonic()
+    setup_s = t_start - t_setup
 
     for step in range(start_step, plan.total_steps):
         if should_stop is not None and should_stop():
@@ -339,5 +344,5 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
     if writer is not None:
         writer.flush()
     return RunResult(status=status, steps=step + 1, wall_s=time.monotonic() - t_start,
-                     final=dict(telemetry.latest), message=message)
+                     final=dict(telemetry.latest), message=message, setup_s=setup_s)
 

@@ -73,7 +73,7 @@ def parse_preset(data: dict, default_name: str = "custom") -> Preset:
             raise ValueError(f"preset: {key} must be a string")
     preset = Preset(
         name=data.get("name", default_name), title=data.get("title", data.get("name", default_name)),
-        source=data.get("source", "ours"), description=data.get("description", ""),
+        source=data.get("source", "ours"), description=" ".join(data.get("description", "").split()),
         optimizers=list(data.get("optimizers", ["alto", "lamb", "sgd", "lion"])),
         seeds=data.get("seeds", 1), run=dict(data.get("run", {})), optimizer=dict(data.get("optimizer", {})),
         lr_grid=dict(data.get("lr_grid", {})), sweep=dict(data.get("sweep", {})),

@@ -64,6 +64,7 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None) -
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         return "failed"
+    store.set_params(run_id, {"setup_s": round(result.setup_s, 3), "train_wall_s": round(result.wall_s, 3)})
     store.update_run(run_id, status=result.status, finished_at=time.time(),
                      last_step=result.steps - 1, error=result.message or None)
     return result.status
