@@ -133,6 +133,13 @@ def test_telemetry_keys_where_they_exist(tmp_path):
     assert (wall[1:] >= wall[:-1]).all()
     params = store.get_params(runs["alto"]["id"])
     assert params["hparams"]["alpha"] == 0.5 and params["batch_size"] == 256  # small-batch defaults
+    assert params["setup_s"] > 0 and params["train_wall_s"] > 0
+    # final weights kept for flatness analysis, loadable without pickled code
+    from alto.models import build_model
+    from alto.train.checkpoint import load_weights
+    model = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32])
+    saved = load_weights(checkpoint_dir(store, runs["alto"]["id"]) / "final.pt", model)
+    assert saved["optimizer"] == "alto"
 
 
 def test_text_run_with_a_tiny_transformer():

@@ -28,3 +28,18 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, text_gen: torch.Gen
     text_gen.set_state(state["text_rng"].to(text_gen.device) if text_gen.device.type != "cpu"
                        else state["text_rng"])
     return int(state["step"]), float(state["wall_s"])
+
+
+def save_weights(path: Path, model: nn.Module, config) -> None:
+    """The trained model alone (what flatness analysis loads), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "config": config.to_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path, model: nn.Module) -> dict:
+    """Load final weights into `model`; returns the run config saved with them."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return state["config"]

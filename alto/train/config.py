@@ -77,6 +77,7 @@ class RunConfig:
     block_size: int = 128                # text models: context length
     model_kwargs: dict = field(default_factory=dict)
     checkpoint_every: int | None = None  # steps; None = no checkpoints
+    save_final: bool = True              # keep the final weights (flatness analysis needs them)
     telemetry: bool = True
     threads: int | None = None           # torch CPU threads for this run; None = leave as is
 
@@ -121,7 +122,7 @@ class RunConfig:
         _int("block_size", self.block_size, 2)
         _int("checkpoint_every", self.checkpoint_every, 1, allow_none=True)
         _int("threads", self.threads, 1, allow_none=True)
-        for name in ("download", "telemetry"):
+        for name in ("download", "telemetry", "save_final"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "true or false", getattr(self, name))
         if not isinstance(self.model_kwargs, dict):

@@ -22,7 +22,7 @@ from alto.data import ImageData, TextData, batch_indices, load_dataset, text_bat
 from alto.models import build_model, count_parameters
 from alto.optim import build
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .config import RunConfig
 from .schedule import lr_at, scaled_lr
 
@@ -343,6 +343,8 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
     telemetry.flush()
     if writer is not None:
         writer.flush()
+    if checkpoint_dir is not None and config.save_final and status == "finished":
+        save_weights(Path(checkpoint_dir) / "final.pt", model, config)  # for flatness analysis
     return RunResult(status=status, steps=step + 1, wall_s=time.monotonic() - t_start,
                      final=dict(telemetry.latest), message=message, setup_s=setup_s)
 

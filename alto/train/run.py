@@ -47,7 +47,7 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None) -
                      pid=os.getpid(), pgid=os.getpgid(0), error=None)
     try:
         config = RunConfig.from_dict(run["config"])
-        ckpt = checkpoint_dir(store, run_id) if config.checkpoint_every else None
+        ckpt = checkpoint_dir(store, run_id) if (config.checkpoint_every or config.save_final) else None
 
         def on_start(info: dict) -> None:
             store.update_run(run_id, total_steps=info["total_steps"], device=info["device"])
