@@ -1,0 +1,487 @@
+"""The supervisor: queued runs into OS processes, and the processes' fate back into run statuses.
+
+One per database (an flock on `<db>.supervisor.lock` elects it). Each run is its own session
+(`python -m alto.train RUN_ID --db PATH`), so it outlives the app or worker that started it; a
+later supervisor adopts such runs by pid. The run process records its own normal endings
+(finished, failed, diverged, cancelled); the supervisor records what a dead process cannot:
+`crashed`, `failed` before the run could record it, and `stalled` while the heartbeat is late.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from alto.store import RUN_FIELDS, Store
+from alto.store.db import write_tx
+
+log = logging.getLogger(__name__)
+
+UNFINISHED = ("running", "stalled")
+LOG_TAIL_LINES = 40
+ERROR_CHARS = 4000
+StatusCallback = Callable[[dict, str | None, str], None]  # (run, old status, new status)
+
+# Children of supervisors that were stopped in this process: still reaped by any later tick,
+# so a long-lived app never collects zombies.
+_orphans: list[subprocess.Popen] = []
+_orphans_lock = threading.Lock()
+
+
+@dataclass
+class _Child:
+    popen: subprocess.Popen
+    gpu: str | None
+    cancelled: bool = False
+
+
+def _gpu_ids() -> list[str]:
+    """CUDA devices this process may use, as CUDA_VISIBLE_DEVICES entries ([] without CUDA)."""
+    if not Path("/proc/driver/nvidia").exists() and shutil.which("nvidia-smi") is None:
+        return []  # no NVIDIA driver: skip importing torch (seconds) just to count zero GPUs
+    try:
+        import torch
+        count = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA stack means CPU slots
+        return []
+    if count == 0:
+        return []
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return visible[:count] if len(visible) >= count else [str(i) for i in range(count)]
+
+
+_boot_time: float | None = None
+
+
+def _process_start(fields: list[str]) -> float:
+    """Epoch start time of a process from its /proc stat fields (after the command name)."""
+    global _boot_time
+    if _boot_time is None:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                _boot_time = float(line.split()[1])
+    return (_boot_time or 0.0) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_alive(pid: int | None, run_id: int, started_at: float | None = None) -> bool:
+    """Whether `pid` is still the live process of run `run_id` (not a zombie, not a reused pid).
+
+    A match is a process whose command line holds `alto.train` and the run id, or one that
+    already existed when the run started (`alto run` trains in its own process).
+    """
+    if not pid:
+        return False
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():  # no procfs (macOS): existence is all we can check
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        stat = (proc / "stat").read_text()
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return False
+    if b"alto.train" in argv and str(run_id).encode() in argv:
+        return True
+    return started_at is not None and _process_start(fields) <= started_at + 1.0
+
+
+def _cuda_of(pid: int | None) -> str | None:
+    """CUDA_VISIBLE_DEVICES of a running process (to know which GPU an adopted run holds)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in env:
+        if item.startswith(b"CUDA_VISIBLE_DEVICES="):
+            return item.split(b"=", 1)[1].decode(errors="replace")
+    return None
+
+
+def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a run's log ("" if there is none)."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class Supervisor:
+    """Launches queued runs while a slot is free and keeps run statuses true to their processes.
+
+    `db` is a database path or an open Store (then shared with the caller).
+    """
+
+    def __init__(
+        self,
+        db: str | Path | Store,
+        *,
+        slots: int | None = None,
+        heartbeat_timeout_s: float = 60.0,
+        poll_s: float = 0.5,
+        grace_s: float = 5.0,
+        log_dir: Path | None = None,
+        python: str = sys.executable,
+        on_change: StatusCallback | None = None,
+    ) -> None:
+        # Pass the process's Store when there is one: Store() reads the file's header with
+        # open()/close(), and closing any descriptor of the file drops the POSIX locks that
+        # the process's open SQLite connections hold on it.
+        self.store = db if isinstance(db, Store) else Store(db)
+        self.db_path = self.store.path
+        self.gpus = _gpu_ids()
+        self.slots = slots if slots is not None else max(1, len(self.gpus))
+        if self.slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.poll_s = poll_s
+        self.grace_s = grace_s
+        self.log_dir = Path(log_dir) if log_dir else self.db_path.parent / "logs" / self.db_path.stem
+        self.python = python
+        self.on_change = on_change
+        self.lock_path = Path(f"{self.db_path}.supervisor.lock")
+        self._lock_fd: int | None = None
+        self._children: dict[int, _Child] = {}
+        self._cancels: dict[int, threading.Thread] = {}
+        self._mutex = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watched: dict[int, str] = {}
+
+    # -- leadership and the loop ---------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._lock_fd is not None
+
+    def try_lead(self) -> bool:
+        """Take the database's supervisor lock if nobody holds it; True if this instance has it."""
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def start(self) -> bool:
+        """Run the loop in a daemon thread; True if this instance leads.
+
+        While another supervisor leads, the loop only waits for its lock (claims nothing) and
+        takes over once it is freed, e.g. when `alto worker` stops.
+        """
+        leader = self.try_lead()
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self.serve, name="alto-supervisor", daemon=True)
+            self._thread.start()
+        return leader
+
+    def serve(self) -> None:
+        """Tick every poll_s until request_stop()/stop() (the loop of start() and `alto worker`)."""
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a busy or briefly unreadable database must not end the loop
+                log.exception("supervisor tick failed for %s", self.db_path)
+            self._stop.wait(self.poll_s)
+
+    def request_stop(self) -> None:
+        """Ask serve() to return after the current tick (safe from a signal handler)."""
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Stop the loop and give up the lock; running children keep running."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=60)
+        self._thread = None
+        with self._mutex:
+            with _orphans_lock:
+                _orphans.extend(c.popen for c in self._children.values())
+            self._children.clear()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing drops the flock
+                self._lock_fd = None
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def tick(self) -> None:
+        """One iteration: reconcile unfinished runs, then launch queued runs into free slots."""
+        if not self.try_lead():
+            return
+        with _orphans_lock:
+            _orphans[:] = [p for p in _orphans if p.poll() is None]
+        with self._mutex:
+            busy = self._reconcile()
+            while len(busy) < self.slots:
+                run = self.store.claim_next_queued()
+                if run is None:
+                    break
+                gpu = self._pick_gpu(busy)
+                if self._launch(run, gpu):
+                    busy.append(gpu)
+        if self.on_change is not None:
+            self._report_changes()
+
+    # -- reconcile -----------------------------------------------------------------
+
+    def _reconcile(self) -> list[str | None]:
+        """Fix statuses of dead or silent runs; returns the GPU (or None) of each live run."""
+        for child in self._children.values():
+            child.popen.poll()  # reaps: no zombies
+        busy: list[str | None] = []
+        now = time.time()
+        for run in self.store.list_runs(status=list(UNFINISHED)):
+            run_id = run["id"]
+            child = self._children.get(run_id)
+            if child is not None:
+                alive = child.popen.returncode is None
+            else:
+                alive = process_alive(run["pid"], run_id, run["started_at"])
+            if alive:
+                busy.append(child.gpu if child else (_cuda_of(run["pid"]) if self.gpus else None))
+                self._check_heartbeat(run, now)
+            elif child is not None or run["pid"] or self._silent(run, now):
+                self._record_death(run, child, now)
+        # A run that has recorded its end frees its slot even while its process is still exiting:
+        # the next run spends its first seconds importing, not computing.
+        for run_id, child in list(self._children.items()):
+            if child.popen.returncode is not None:
+                del self._children[run_id]
+        return busy
+
+    def _silent(self, run: dict, now: float) -> bool:
+        """A running run without a pid whose heartbeat is late: claimed, never started."""
+        beat = run["heartbeat_at"] or run["started_at"] or 0.0
+        return now - beat > self.heartbeat_timeout_s
+
+    def _check_heartbeat(self, run: dict, now: float) -> None:
+        beat = run["heartbeat_at"] or run["started_at"] or now
+        late = now - beat > self.heartbeat_timeout_s
+        if late and run["status"] == "running":
+            self._update_if(run["id"], ("running",), status="stalled")
+        elif not late and run["status"] == "stalled":
+            self._update_if(run["id"], ("stalled",), status="running")
+
+    def _record_death(self, run: dict, child: _Child | None, now: float) -> None:
+        run_id, tail = run["id"], log_tail(run["log_path"])
+        shown = f"\n\nLast lines of {run['log_path']}:\n{tail}" if tail else ""
+        code = child.popen.returncode if child else None
+        if child is not None and child.cancelled:
+            status, error = "cancelled", "cancelled: the run process was stopped before it could record it"
+        elif code is not None and code > 0:
+            status, error = "failed", f"the run process exited with code {code} before recording a result"
+        elif code is not None and code < 0:
+            status = "crashed"
+            error = f"the run process was killed by {_signal_name(code)}"
+            if code == -signal.SIGKILL:
+                error += " (the kernel's out-of-memory killer sends SIGKILL too)"
+        elif code == 0:
+            status, error = "crashed", "the run process exited without recording a result"
+        elif run["pid"]:
+            status = "crashed"
+            error = (f"the run process (pid {run['pid']}) is gone without recording a result: "
+                     "killed, out of memory, or the machine restarted")
+        else:
+            status, error = "crashed", "the run was claimed but its process never started"
+        error += shown[-(ERROR_CHARS - len(error)):] if shown else ""
+        if self._update_if(run_id, UNFINISHED, status=status, error=error, finished_at=now):
+            log.info("run %s: %s (%s)", run_id, status, error.splitlines()[0])
+
+    def _update_if(self, run_id: int, expected: tuple[str, ...], **fields: object) -> bool:
+        """Update a run only while its status is one of `expected`.
+
+        The run process writes its own final status at any moment; a plain update could
+        overwrite `finished` with `stalled` or `crashed`.
+        """
+        for name in fields:
+            if name not in RUN_FIELDS:
+                raise ValueError(f"unknown run field {name!r}")
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        marks = ",".join("?" * len(expected))
+        with write_tx(self.store.connection()) as conn:
+            cur = conn.execute(f"UPDATE runs SET {sets} WHERE id = ? AND status IN ({marks})",
+                               [*fields.values(), run_id, *expected])
+        return cur.rowcount > 0
+
+    # -- launch --------------------------------------------------------------------
+
+    def _pick_gpu(self, busy: list[str | None]) -> str | None:
+        if not self.gpus:
+            return None
+        return min(self.gpus, key=lambda g: (busy.count(g), self.gpus.index(g)))
+
+    def _launch(self, run: dict, gpu: str | None) -> bool:
+        """Start the process of a claimed run; a launch error fails the run."""
+        run_id = run["id"]
+        log_path = self.log_dir / f"run_{run_id}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("OMP_NUM_THREADS", "1")  # runs set torch threads from their config
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        argv = [self.python, "-m", "alto.train", str(run_id), "--db", str(self.db_path)]
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as out:
+                out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+                out.flush()
+                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        except OSError as err:
+            self._update_if(run_id, UNFINISHED, status="failed", finished_at=time.time(),
+                            error=f"could not start the run process {argv}: {err}")
+            return False
+        self._children[run_id] = _Child(popen, gpu)
+        try:  # with a new session the child leads its own process group: pgid == pid
+            self.store.update_run(run_id, pid=popen.pid, pgid=popen.pid, log_path=str(log_path),
+                                  started_at=time.time())
+        except KeyError:  # deleted meanwhile; the child finds no run and exits
+            pass
+        log.info("run %s: started pid %s%s", run_id, popen.pid, f" on GPU {gpu}" if gpu else "")
+        return True
+
+    # -- cancel --------------------------------------------------------------------
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a queued run now, or stop a running one (SIGTERM, then SIGKILL after grace_s).
+
+        Returns at once (the stopping happens in a thread); False if the run had already ended.
+        Works without being the leader: it signals the process group recorded in the database.
+        """
+        if self._update_if(run_id, ("queued",), status="cancelled", finished_at=time.time()):
+            return True
+        if self.store.get_run(run_id)["status"] not in UNFINISHED:
+            return False
+        with self._mutex:
+            waiter = self._cancels.get(run_id)
+            if waiter is not None and waiter.is_alive():
+                return True
+            child = self._children.get(run_id)
+            if child is not None:
+                child.cancelled = True
+            waiter = threading.Thread(target=self._terminate, args=(run_id, child),
+                                      name=f"alto-cancel-{run_id}", daemon=True)
+            self._cancels = {i: t for i, t in self._cancels.items() if t.is_alive()}
+            self._cancels[run_id] = waiter
+        waiter.start()
+        return True
+
+    def _terminate(self, run_id: int, child: _Child | None) -> None:
+        try:
+            pgid = child.popen.pid if child is not None else self._live_pgid(run_id)
+            error = None
+            if pgid is not None:
+                _signal_group(pgid, signal.SIGTERM)
+                _signal_group(pgid, signal.SIGCONT)  # a stopped process handles SIGTERM only once continued
+                if not self._wait_gone(pgid, child, self.grace_s):
+                    _signal_group(pgid, signal.SIGKILL)
+                    self._wait_gone(pgid, child, 2.0)
+                    error = (f"cancelled: the run did not stop within {self.grace_s:g} s of SIGTERM "
+                             "and was killed")
+            # `crashed` too: another supervisor may have seen the killed process first.
+            self._update_if(run_id, (*UNFINISHED, "crashed"), status="cancelled",
+                            finished_at=time.time(), error=error)
+        except Exception:  # noqa: BLE001 - a thread has nobody to raise to
+            log.exception("cancelling run %s failed", run_id)
+
+    def _live_pgid(self, run_id: int) -> int | None:
+        """The process group of another supervisor's run, once it is recorded and verified alive."""
+        deadline = time.monotonic() + 10.0
+        while True:
+            run = self.store.get_run(run_id)
+            if run["status"] not in UNFINISHED:
+                return None
+            if run["pid"] and run["pgid"]:
+                return run["pgid"] if process_alive(run["pid"], run_id, run["started_at"]) else None
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)  # just claimed: the launcher records the pid in a moment
+
+    @staticmethod
+    def _wait_gone(pgid: int, child: _Child | None, timeout: float) -> bool:
+        """Wait until no process of the group is left; True if it went within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if child is not None:
+                child.popen.poll()  # reap the leader, or its zombie keeps the group alive
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    # -- helpers for the UI and the worker -----------------------------------------
+
+    def status_counts(self) -> dict[str, int]:
+        """{status: number of runs} over the whole database."""
+        rows = self.store.connection().execute("SELECT status, count(*) FROM runs GROUP BY status")
+        return dict(rows.fetchall())
+
+    def active_runs(self) -> list[dict]:
+        """Runs whose process is running or stalled, oldest first."""
+        return self.store.list_runs(status=list(UNFINISHED))
+
+    def _report_changes(self) -> None:
+        """Call on_change(run, old, new) for every status change seen since the last tick."""
+        current = {r["id"]: r for r in self.store.list_runs(status=["queued", *UNFINISHED])}
+        for run_id in self._watched.keys() - current.keys():
+            try:
+                current[run_id] = self.store.get_run(run_id)
+            except KeyError:  # deleted
+                continue
+        for run_id, run in current.items():
+            old = self._watched.get(run_id)
+            if old != run["status"]:
+                self.on_change(run, old, run["status"])
+        self._watched = {i: r["status"] for i, r in current.items()
+                         if r["status"] in ("queued", *UNFINISHED)}
