@@ -230,6 +230,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """Start the Streamlit dashboard (127.0.0.1 unless --host says otherwise)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+    if not script.exists():
+        raise SystemExit(f"alto: the dashboard files are not next to this installation ({script}); "
+                         "run from a checkout of the project (make app)")
+    _open_store(args.db)  # a bad database is reported here, before the server starts
+    env = {**os.environ, "ALTO_DB": str(Path(args.db).resolve())}
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+    print(f"ALTO Lab on http://{args.host}:{args.port}  (database {env['ALTO_DB']})", flush=True)
+    return subprocess.call(command, env=env)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from alto.analysis.report import build_report
+
+    store = _open_store(args.db)
+    try:
+        html = build_report(store, args.experiment, candidate=args.candidate, baseline=args.baseline,
+                            metric=args.metric, threshold=args.threshold)
+    except KeyError:
+        raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    print(f"wrote {out} ({len(html) / 1e6:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alto", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,6 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--db", default=default_db())
     export.set_defaults(func=cmd_export)
+
+    app = sub.add_parser("app", help="start the dashboard")
+    app.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
+    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--db", default=default_db())
+    app.set_defaults(func=cmd_app)
+
+    report = sub.add_parser("report", help="one self-contained HTML report of an experiment")
+    report.add_argument("--experiment", type=int, required=True)
+    report.add_argument("--out", required=True)
+    report.add_argument("--candidate", default="alto")
+    report.add_argument("--baseline", default="lamb")
+    report.add_argument("--metric", help="target metric (default: the preset's, else val/acc)")
+    report.add_argument("--threshold", type=float, help="target threshold (default: the preset's first)")
+    report.add_argument("--db", default=default_db())
+    report.set_defaults(func=cmd_report)
 
     worker = sub.add_parser("worker", help="run queued runs in the foreground (the supervisor without the app)")
     worker.add_argument("--db", default=default_db())

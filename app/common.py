@@ -1,0 +1,78 @@
+"""What every page shares: the database, the supervisor, and small display helpers.
+
+Pages stay thin: widgets in, alto.* query/analysis functions called, figures out.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from alto.runner import Supervisor
+from alto.store import Store, StoreError
+
+STATUS_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "cancelled": "⏹️",
+                "diverged": "💥", "crashed": "☠️", "stalled": "⚠️"}
+
+
+def db_path() -> str:
+    from alto.cli import default_db
+    return os.environ.get("ALTO_DB") or default_db()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+@st.cache_resource(show_spinner=False)
+def _supervisor(path: str) -> Supervisor:
+    supervisor = Supervisor(path)
+    supervisor.start()  # False when another app or `alto worker` already supervises this database
+    return supervisor
+
+
+def store() -> Store:
+    """The database, or a clear error page (never a traceback) when it cannot be used."""
+    path = db_path()
+    try:
+        return _store(path)
+    except StoreError as err:
+        st.error(f"**The database cannot be used.** {err}")
+        st.info("Start the app with another database: `ALTO_DB=/path/to/new.db make app`, "
+                "or move the file aside.")
+        st.stop()
+
+
+def supervisor() -> Supervisor:
+    store()  # surfaces a bad database first
+    return _supervisor(db_path())
+
+
+def when(ts: float | None) -> str:
+    return "-" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def experiment_label(e: dict) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(e["run_counts"].items()))
+    return f"#{e['id']} {e['name']} ({counts or 'no runs'})"
+
+
+def pick_experiment(s: Store, key: str = "experiment") -> dict | None:
+    """A select box of experiments, newest first; remembers the choice across pages."""
+    experiments = s.list_experiments()
+    if not experiments:
+        st.info("No experiments yet. Start one on **Launch**, or run the demo from **Home**.")
+        return None
+    ids = [e["id"] for e in experiments]
+    default = st.session_state.get("experiment_id")
+    index = ids.index(default) if default in ids else 0
+    chosen = st.selectbox("Experiment", experiments, index=index, format_func=experiment_label, key=key)
+    st.session_state["experiment_id"] = chosen["id"]
+    return chosen
+
+
+def app_dir() -> Path:
+    return Path(__file__).resolve().parent
