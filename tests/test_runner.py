@@ -314,10 +314,6 @@ def test_worker_command(store):
     assert f"run {run_id} " in out and "running -> crashed" in out and "worker stopped" in out
 
 
-@pytest.mark.xfail(reason="alto.store: Store() reads the file header with open()/close(), which drops "
-                          "the POSIX locks of the process's other SQLite connections; another process's "
-                          "last close then checkpoints and deletes the WAL under them (lost writes, "
-                          "'database disk image is malformed')", strict=False)
 def test_second_store_drops_the_locks(tmp_path):
     first = Store(tmp_path / "x.db")
     first.create_experiment("e")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from . import queries
-from .db import SQLITE_MAGIC, StoreError, configure, open_raw, write_tx
+from .db import StoreError, configure, open_raw, write_tx
 from .migrations import migrate, validate_file
 from .writer import MetricWriter
 
@@ -34,6 +34,10 @@ RUN_FIELDS = (
     "notes",
 )
 
+JOB_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "crashed")
+# Columns update_job may change.
+JOB_FIELDS = ("status", "payload", "started_at", "finished_at", "pid", "pgid", "error", "log_path")
+
 # Connections inherited through fork() must not be used or closed by the child; keep
 # them referenced so garbage collection does not close them either.
 _inherited: list[sqlite3.Connection] = []
@@ -42,6 +46,12 @@ _inherited: list[sqlite3.Connection] = []
 def _check_status(status: str) -> str:
     if status not in STATUSES:
         raise ValueError(f"invalid run status {status!r}; expected one of {', '.join(STATUSES)}")
+    return status
+
+
+def _check_job_status(status: str) -> str:
+    if status not in JOB_STATUSES:
+        raise ValueError(f"invalid job status {status!r}; expected one of {', '.join(JOB_STATUSES)}")
     return status
 
 
@@ -89,14 +99,12 @@ class Store:
             raise StoreError(f"cannot create the folder for the database {p}: {exc}") from exc
         if p.is_dir():
             raise StoreError(f"{p} is a folder, not an ALTO Lab database file")
+        # Never open() the database file itself: closing any descriptor of it drops the POSIX
+        # locks of every SQLite connection of this process, and a later checkpoint could then
+        # delete the WAL under them. SQLite's own "file is not a database" is checked instead.
         if p.exists():
-            try:
-                with open(p, "rb") as fh:
-                    head = fh.read(len(SQLITE_MAGIC))
-            except OSError as exc:
-                raise StoreError(f"cannot read the database {p}: {exc}") from exc
-            if head and head != SQLITE_MAGIC:
-                raise StoreError(f"{p} is not an ALTO Lab database (not an SQLite file)")
+            if not os.access(p, os.R_OK):
+                raise StoreError(f"cannot read the database {p}: permission denied")
         elif not os.access(p.parent, os.W_OK):
             raise StoreError(f"cannot create the database {p}: the folder is not writable")
 
@@ -362,6 +370,7 @@ class Store:
                                         (experiment_id,)))
             self._delete_runs(conn, run_ids)
             conn.execute("DELETE FROM artifacts WHERE experiment_id = ?", (experiment_id,))
+            conn.execute("DELETE FROM jobs WHERE experiment_id = ?", (experiment_id,))
             conn.execute("DELETE FROM experiments WHERE id = ?", (experiment_id,))
 
     def clear_metrics(self, run_id: int) -> None:
@@ -523,6 +532,81 @@ class Store:
     def delete_artifact(self, artifact_id: int) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM artifacts WHERE id = ?", (artifact_id,))
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def add_job(self, kind: str, *, experiment_id: int | None = None, payload: dict | None = None) -> int:
+        """Queue a background job (the supervisor launches it); returns its id."""
+        if not kind:
+            raise ValueError("job kind must be a non-empty string")
+        with self._write() as conn:
+            if experiment_id is not None and conn.execute(
+                    "SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is None:
+                raise KeyError(f"experiment {experiment_id} not found")
+            cur = conn.execute(
+                "INSERT INTO jobs (kind, experiment_id, payload, status, created_at) "
+                "VALUES (?, ?, ?, 'queued', ?)",
+                (kind, experiment_id, _dumps(payload or {}), time.time()),
+            )
+            return cur.lastrowid
+
+    @staticmethod
+    def _job(row: dict) -> dict:
+        row["payload"] = _loads(row["payload"]) or {}
+        return row
+
+    def get_job(self, job_id: int) -> dict:
+        """One job row with `payload` parsed; KeyError if missing."""
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise KeyError(f"job {job_id} not found")
+        return self._job(row)
+
+    def list_jobs(
+        self, *, kind: str | None = None, experiment_id: int | None = None,
+        status: str | list[str] | None = None,
+    ) -> list[dict]:
+        """Jobs matching all given filters, newest first, payload parsed."""
+        where, params = [], []
+        for col, val in (("kind", kind), ("experiment_id", experiment_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for s in statuses:
+                _check_job_status(s)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        return [self._job(r) for r in self._all(sql + " ORDER BY id DESC", params)]
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        """Set columns of a job; unknown column or invalid status -> ValueError naming it."""
+        for name in fields:
+            if name not in JOB_FIELDS:
+                raise ValueError(f"unknown job field {name!r}; allowed: {', '.join(JOB_FIELDS)}")
+        if "status" in fields:
+            _check_job_status(fields["status"])
+        if "payload" in fields:
+            fields["payload"] = _dumps(fields["payload"])
+        if not fields:
+            return
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        with self._write() as conn:
+            cur = conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*fields.values(), job_id])
+            if cur.rowcount == 0:
+                raise KeyError(f"job {job_id} not found")
+
+    def claim_next_job(self, *, pid: int | None = None) -> dict | None:
+        """Atomically move the oldest queued job to `running` and return it (None if none)."""
+        with self._write() as conn:
+            row = conn.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE jobs SET status = 'running', started_at = ?, pid = ? WHERE id = ?",
+                         (time.time(), pid, row[0]))
+        return self.get_job(row[0])
 
     # -- maintenance ---------------------------------------------------------------
 
