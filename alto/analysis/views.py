@@ -1,0 +1,540 @@
+"""What the Compare, Gradients and Runs pages show, as pure functions (plus two thin reads).
+
+The pages pass widgets' values in and get tables, series and labels out; nothing here
+imports Streamlit. `range_series` and `layer_trust_frame` are the only functions that
+read a Store; everything else works on plain dicts, arrays and DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from alto.store import Store
+
+from .aggregate import align_runs, band
+from .downsample import MAX_POINTS, downsample
+from .smoothing import ema_debiased
+
+FULL_RESOLUTION = 1 << 62  # max_points that makes the store return every logged point
+PLOTTED_STATUSES = ("finished", "diverged")  # runs a comparison counts by default
+
+AXIS_LABELS = {"step": "step", "samples": "samples seen", "wall_time": "wall time (s)",
+               "epoch": "epoch"}
+AXIS_UNITS = {"step": "steps", "samples": "samples", "wall_time": "s", "epoch": "epochs"}
+
+GROUPED = "mean ± std over seeds (grouped by optimizer)"
+OVERLAY = "overlay runs"
+
+# Keys that are not curves over steps: logged once, or shown on the Gradients page.
+_NOT_CURVES = ("params/", "layer_trust/")
+_PREFERRED = ("val/acc", "val/ppl", "val/loss", "train/loss")
+_VAL_CHOICES = (("val/acc", "max"), ("val/ppl", "min"), ("val/loss", "min"))
+
+
+# -- Compare: choosing what to plot ------------------------------------------------------
+
+def curve_keys(keys: Iterable[str]) -> list[str]:
+    """The metric keys worth a curve: evaluation metrics first, then the rest, sorted."""
+    usable = sorted({k for k in keys if not k.startswith(_NOT_CURVES)})
+    first = [k for k in ("val/acc", "val/ppl", "val/loss", "test/acc", "test/ppl", "test/loss",
+                         "train/loss", "train/acc") if k in usable]
+    return first + [k for k in usable if k not in first]
+
+
+def default_metric(keys: Sequence[str]) -> str | None:
+    """val/acc, else val/ppl, val/loss, train/loss, else the first key (None if no keys)."""
+    for key in _PREFERRED:
+        if key in keys:
+            return key
+    return keys[0] if keys else None
+
+
+def metric_mode(metric: str, targets: Mapping | None = None) -> str:
+    """"max" when higher is better: the experiment's targets decide for their metric,
+    otherwise accuracies are "max" and everything else (losses, perplexity) "min"."""
+    if targets and targets.get("metric") == metric and targets.get("mode") in ("max", "min"):
+        return str(targets["mode"])
+    return "max" if metric.rsplit("/", 1)[-1] in ("acc", "accuracy") else "min"
+
+
+def default_threshold(metric: str, targets: Mapping | None) -> float | None:
+    """The first threshold the experiment's config sets for this metric, else None."""
+    if not targets or targets.get("metric") != metric:
+        return None
+    thresholds = [t for t in targets.get("thresholds") or [] if isinstance(t, (int, float))]
+    return float(thresholds[0]) if thresholds else None
+
+
+def selection_metric(metric: str, keys: Iterable[str]) -> tuple[str, str] | None:
+    """The validation metric (and mode) that picks the best LR: the plotted metric when it
+    is a val/ metric, else the first of val/acc, val/ppl, val/loss logged. Never test/."""
+    logged = set(keys)
+    if metric.startswith("val/") and metric in logged:
+        return metric, metric_mode(metric)
+    for key, mode in _VAL_CHOICES:
+        if key in logged:
+            return key, mode
+    return None
+
+
+def default_baseline(optimizers: Sequence[str]) -> str | None:
+    """"lamb" when present (the paper's baseline), else the first optimizer."""
+    if "lamb" in optimizers:
+        return "lamb"
+    return optimizers[0] if optimizers else None
+
+
+def default_run_ids(runs: Sequence[dict]) -> list[int]:
+    """The runs a comparison shows by default: finished or diverged, or while there is none
+    of those, every run that has started (so a live experiment is not an empty page)."""
+    done = [r["id"] for r in runs if r["status"] in PLOTTED_STATUSES]
+    return done or [r["id"] for r in runs if r["status"] != "queued"]
+
+
+def keep_best_lr(runs: Sequence[dict], best: Mapping[str, float]) -> tuple[list[dict], list[str]]:
+    """Per optimizer, only the runs at its best LR. Optimizers missing from `best` (no run
+    logged the selection metric) keep all their runs; they are returned second, sorted."""
+    kept, undecided = [], set()
+    for r in runs:
+        opt = r["optimizer"]
+        if opt not in best:
+            undecided.add(opt)
+            kept.append(r)
+        elif float(r["lr"]) == float(best[opt]):
+            kept.append(r)
+    return kept, sorted(undecided)
+
+
+def step_limits(runs: Sequence[dict]) -> tuple[int, int]:
+    """(0, the last step any of the runs reached); (0, 0) when none has logged a step."""
+    last = [int(r["last_step"]) for r in runs if r.get("last_step") is not None]
+    return 0, max(last, default=0)
+
+
+# -- Compare / Gradients: series grouped by optimizer ------------------------------------
+
+def group_labels(runs: Sequence[dict]) -> dict[int, str]:
+    """run id -> its group: the optimizer, or "name (lr=...)" when the runs hold several
+    LRs of that optimizer (the same labels as store_io.grouped_series)."""
+    lrs: dict[str, set[float]] = defaultdict(set)
+    for r in runs:
+        lrs[r["optimizer"]].add(float(r["lr"]))
+    return {int(r["id"]): r["optimizer"] if len(lrs[r["optimizer"]]) == 1
+            else f"{r['optimizer']} (lr={float(r['lr']):g})" for r in runs}
+
+
+def group_runs(
+    runs: Sequence[dict],
+    data: Mapping[int, Mapping[str, np.ndarray]],
+    *,
+    smoothing: float = 0.0,
+    first_step: int | None = None,
+    max_points: int = MAX_POINTS,
+) -> dict[str, dict]:
+    """Per-run series grouped by optimizer and summarised on one grid.
+
+    `data` maps run id -> {"step", "x", "value"} (as Store.series returns). Each run is
+    smoothed (debiased EMA) at the resolution given, then cut to steps >= first_step, then
+    downsampled to max_points; so pass full-resolution data when smoothing. Returns
+    {label: {"grid", "mean", "std", "min", "max", "n", "runs"}} like grouped_series, with
+    "runs" = {run_id: {"x", "y", "seed", "lr"}}; runs without data and empty groups are
+    left out.
+    """
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    labels = group_labels(runs)
+    members: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        members[labels[int(r["id"])]].append(r)
+    out = {}
+    for label, rs in members.items():
+        per_run = {}
+        for r in rs:
+            d = data.get(int(r["id"]))
+            if d is None or len(d["x"]) == 0:
+                continue
+            xs = np.asarray(d["x"], dtype=np.float64)
+            ys = np.asarray(d["value"], dtype=np.float64)
+            if smoothing:
+                ys = ema_debiased(ys, smoothing)
+            if first_step is not None:
+                keep = np.asarray(d["step"]) >= first_step
+                xs, ys = xs[keep], ys[keep]
+            if xs.size == 0:
+                continue
+            xs, ys = downsample(xs, ys, max_points=max_points)
+            per_run[int(r["id"])] = {"x": xs, "y": ys, "seed": r["seed"], "lr": float(r["lr"])}
+        if not per_run:
+            continue
+        grid, matrix = align_runs([v["x"] for v in per_run.values()],
+                                  [v["y"] for v in per_run.values()])
+        stats = band(matrix)
+        arrays = downsample(grid, *(stats[k] for k in ("mean", "std", "min", "max", "n")),
+                            max_points=max_points)
+        out[label] = dict(zip(("grid", "mean", "std", "min", "max", "n"), arrays))
+        out[label]["runs"] = per_run
+    return out
+
+
+def range_series(
+    store: Store,
+    runs: Sequence[dict],
+    key: str,
+    *,
+    x: str = "step",
+    smoothing: float = 0.0,
+    step_range: tuple[int, int] | None = None,
+    max_points: int = MAX_POINTS,
+) -> dict[str, dict]:
+    """grouped_series restricted to an inclusive step range, read again from the store.
+
+    Without smoothing the store downsamples the range onto one step grid. With smoothing
+    every point from step 0 to the end of the range is read so that the average at a step
+    does not depend on where the range starts; smoothing comes before downsampling.
+    """
+    ids = [int(r["id"]) for r in runs]
+    if not ids:
+        return {}
+    if smoothing:
+        upto = None if step_range is None else (0, int(step_range[1]))
+        data = store.series_many(ids, key, x=x, step_range=upto, max_points=FULL_RESOLUTION)
+        first = None if step_range is None else int(step_range[0])
+        return group_runs(runs, data, smoothing=smoothing, first_step=first,
+                          max_points=max_points)
+    data = store.series_many(ids, key, x=x, step_range=step_range, max_points=max_points)
+    return group_runs(runs, data, max_points=max_points)
+
+
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def line_dashes(labels: Iterable[str]) -> dict[str, str]:
+    """A line style per group label, so the LRs of one optimizer (same colour) stay apart:
+    each optimizer's groups get solid, dash, dot, ... in the order given."""
+    seen: dict[str, int] = defaultdict(int)
+    out = {}
+    for label in labels:
+        opt = label.split(" (lr=", 1)[0]
+        out[label] = DASHES[seen[opt] % len(DASHES)]
+        seen[opt] += 1
+    return out
+
+
+def dash_for(trace_name: str, dashes: Mapping[str, str]) -> str:
+    """The style of the group a trace belongs to: its name is the label or starts with
+    "label " (band, envelope and per-run traces); "solid" when none matches."""
+    for label, dash in dashes.items():
+        if trace_name == label or trace_name.startswith(label + " "):
+            return dash
+    return "solid"
+
+
+def run_trace_name(label: str, run: Mapping) -> str:
+    """"alto seed 0 (run 3)": starts with the optimizer so the overlay keeps its colour."""
+    return f"{label} seed {run['seed']} (run {run['id']})"
+
+
+def overlay_series(groups: Mapping[str, dict], runs: Sequence[dict]) -> dict[str, tuple]:
+    """One (x, y) per run for plots.runs_overlay, named by run_trace_name."""
+    by_id = {int(r["id"]): r for r in runs}
+    return {run_trace_name(label, by_id[rid]): (v["x"], v["y"])
+            for label, g in groups.items() for rid, v in g["runs"].items()}
+
+
+def seed_counts(groups: Mapping[str, dict]) -> dict[str, int]:
+    """Group label -> how many runs (seeds) it averages."""
+    return {label: len(g["runs"]) for label, g in groups.items()}
+
+
+def seeds_sentence(groups: Mapping[str, dict]) -> str:
+    """"n seeds: alto 2, lamb 2" (plain text for a caption)."""
+    counts = seed_counts(groups)
+    if not counts:
+        return "no runs with data"
+    return "n seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def groups_frame(groups: Mapping[str, dict], x: str) -> pd.DataFrame:
+    """The plotted mean/std/min/max/n per group in long format (for CSV)."""
+    cols = ["group", x, "mean", "std", "min", "max", "n_seeds"]
+    frames = [pd.DataFrame({"group": label, x: g["grid"], "mean": g["mean"], "std": g["std"],
+                            "min": g["min"], "max": g["max"], "n_seeds": g["n"]})
+              for label, g in groups.items()]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def overlay_frame(groups: Mapping[str, dict], x: str) -> pd.DataFrame:
+    """The plotted per-run series in long format (for CSV)."""
+    cols = ["group", "run_id", "seed", "lr", x, "value"]
+    frames = [pd.DataFrame({"group": label, "run_id": rid, "seed": v["seed"], "lr": v["lr"],
+                            x: v["x"], "value": v["y"]})
+              for label, g in groups.items() for rid, v in g["runs"].items()]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+# -- Compare: the summary table ----------------------------------------------------------
+
+def restrict_table(table: pd.DataFrame, runs: Sequence[dict]) -> pd.DataFrame:
+    """Rows of an experiment_table whose (optimizer, lr) is among the runs (attrs kept)."""
+    arms = {(r["optimizer"], float(r["lr"])) for r in runs}
+    keep = [(o, float(lr)) in arms for o, lr in zip(table["optimizer"], table["lr"])]
+    out = table[keep].reset_index(drop=True)
+    out.attrs = dict(table.attrs)
+    return out
+
+
+def _num(v: float, digits: int = 4) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}g}"
+
+
+def _pm(mean: float, std: float) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    return _num(mean) if std is None or not math.isfinite(std) else f"{_num(mean)} ± {_num(std, 2)}"
+
+
+def speedup_text(row: Mapping) -> str:
+    """"2.58× [1.46, 3.96]", "1.2×" (no CI), "1× (baseline)", or "–" when there is none."""
+    s, lo, hi = row["speedup"], row["speedup_low"], row["speedup_high"]
+    if s is None or not math.isfinite(s):
+        return "–"
+    if row.get("is_baseline"):
+        return "1× (baseline)"
+    text = f"{s:.3g}×"
+    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+        text += f" [{lo:.3g}, {hi:.3g}]"
+    return text
+
+
+def speedup_note(row: Mapping) -> str:
+    """Why the speed-up has no estimate or no CI, or how to read a partial one ('' if none)."""
+    note = row.get("speedup_note") or ""
+    return "" if note == "baseline" else note
+
+
+def summary_display(table: pd.DataFrame) -> pd.DataFrame:
+    """experiment_table rows as readable text columns (one row per optimizer and LR)."""
+    a = table.attrs
+    unit = AXIS_UNITS.get(a.get("x", ""), a.get("x", ""))
+    level = int(round(100 * a.get("level", 0.95)))
+    rows = []
+    for row in table.to_dict(orient="records"):
+        rows.append({
+            "optimizer": row["optimizer"], "lr": f"{row['lr']:g}",
+            "n_seeds": int(row["n_runs"]), "diverged": int(row["n_diverged"]),
+            "final (mean ± std)": _pm(row["final_mean"], row["final_std"]),
+            "best (mean ± std)": _pm(row["best_mean"], row["best_std"]),
+            "reached target": ("–" if a.get("threshold") is None
+                               else f"{int(row['n_reached'])}/{int(row['n_runs'])}"),
+            f"time to target ({unit})": _pm(row["target_mean"], row["target_std"]),
+            "steps to target": _num(row["steps_to_target_mean"]),
+            f"speed-up [{level}% CI]": speedup_text(row),
+            "note": speedup_note(row),
+        })
+    return pd.DataFrame(rows)
+
+
+# -- Gradients ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Panel:
+    """One chart on the Gradients page: which keys, its title and how to read it."""
+
+    keys: tuple[str, ...]
+    title: str
+    how_to_read: str
+    log_y: bool = False
+
+
+TRUST_KEYS = ("trust_ratio_mean", "trust_ratio_min", "trust_ratio_max")
+
+GRADIENT_PANELS: tuple[Panel, ...] = (
+    Panel(("a_norm",), "‖a‖: the running average of gradient differences (a_norm)",
+          "‖a‖ grows when successive gradients disagree (the path bends); with α < 0 ALTO "
+          "steps along −g + |α|·a, so the larger ‖a‖ the more the gradient history, not only "
+          "the current gradient, steers the step (the paper's push along valleys).", log_y=True),
+    Panel(("cos_grad_prev",), "cos(g_t, g_t−1): agreement of successive gradients",
+          "Near +1 the gradient keeps its direction (a straight slope); near 0 or below it "
+          "flips from step to step, as when bouncing between the walls of a valley."),
+    Panel(("alpha_a_share",), "‖α·a‖ / ‖g‖: how much of the step the adaptor adds",
+          "The size of ALTO's extra term relative to the raw gradient: near 0 ALTO behaves "
+          "like its base optimizer, around 1 or more the gradient history drives the step."),
+    Panel(("grad_norm",), "‖g‖: gradient norm before clipping (grad_norm)",
+          "Large or spiky values mean steep or unstable regions; a steady fall means the run "
+          "is settling into a minimum.", log_y=True),
+    Panel(("update_norm",), "‖Δθ‖: size of the parameter update (update_norm)",
+          "How far the weights actually move per step after LR, trust ratio and clipping; "
+          "compare optimizers at the same point of training.", log_y=True),
+    Panel(TRUST_KEYS, "Trust ratio over layers: mean (line), min to max (shaded)",
+          "Lamb-style optimizers scale each layer's update by ‖θ‖/‖update‖ so that every "
+          "layer moves by the same fraction of its weights; a wide min–max band means the raw "
+          "updates of the layers differ a lot in size and the trust ratio is evening them out.",
+          log_y=True),
+    Panel(("step_curvature",), "Curvature along the step ⟨Δθ, Δg⟩ / ‖Δθ‖²",
+          "Positive means the loss curves upwards along the last step (a bowl), negative that "
+          "it curves downwards; its sign is the sign of ⟨Δθ, Δg⟩, the paper's \"acceleration\" "
+          "sign."),
+)
+
+
+def missing_optimizers(runs: Sequence[dict], summary: Mapping[int, Mapping],
+                       keys: Sequence[str]) -> list[str]:
+    """Optimizers none of whose runs logged all of `keys` (e.g. sgd for a_norm), sorted."""
+    have: dict[str, bool] = {}
+    for r in runs:
+        logged = summary.get(int(r["id"]), {})
+        have[r["optimizer"]] = have.get(r["optimizer"], False) or all(k in logged for k in keys)
+    return sorted(opt for opt, ok in have.items() if not ok)
+
+
+def runs_with_keys(runs: Sequence[dict], summary: Mapping[int, Mapping],
+                   keys: Sequence[str]) -> list[dict]:
+    """The runs that logged every one of `keys`."""
+    return [r for r in runs if all(k in summary.get(int(r["id"]), {}) for k in keys)]
+
+
+def trust_band(mean: Mapping[str, dict], low: Mapping[str, dict],
+               high: Mapping[str, dict]) -> dict[str, dict]:
+    """Groups for plots.curves: per optimizer the seed-mean of trust_ratio_mean as the line
+    and the seed-means of trust_ratio_min/max (interpolated onto its grid) as the envelope."""
+    out = {}
+    for label, g in mean.items():
+        grid = np.asarray(g["grid"], dtype=np.float64)
+        item = {"grid": grid, "mean": np.asarray(g["mean"], dtype=np.float64), "n": g["n"]}
+        for name, source in (("min", low), ("max", high)):
+            other = source.get(label)
+            if other is not None and len(other["grid"]):
+                ox = np.asarray(other["grid"], dtype=np.float64)
+                oy = np.asarray(other["mean"], dtype=np.float64)
+                ok = np.isfinite(ox) & np.isfinite(oy)
+                inside = (grid >= ox[ok].min()) & (grid <= ox[ok].max()) if ok.any() else \
+                    np.zeros(grid.shape, bool)
+                vals = np.full(grid.shape, np.nan)
+                vals[inside] = np.interp(grid[inside], ox[ok], oy[ok])
+                item[name] = vals
+        out[label] = item
+    return out
+
+
+LAYER_PREFIX = "layer_trust/"
+
+
+def layer_keys(keys: Iterable[str]) -> list[str]:
+    """The per-layer trust-ratio keys, in the order given (the store sorts by name)."""
+    return [k for k in keys if k.startswith(LAYER_PREFIX)]
+
+
+def layer_matrix(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Long raw metrics of layer_trust/* keys -> (matrix layers x steps, steps, layer names).
+
+    Layers keep their first-seen order; a layer missing at a step is NaN there.
+    """
+    d = df[df["key"].astype(str).str.startswith(LAYER_PREFIX)]
+    if d.empty:
+        return np.empty((0, 0)), np.empty(0), []
+    layers = list(dict.fromkeys(d["key"]))
+    wide = d.pivot_table(index="key", columns="step", values="value", aggfunc="last",
+                         dropna=False).reindex(layers)
+    names = [k[len(LAYER_PREFIX):] for k in layers]
+    return wide.to_numpy(dtype=np.float64), wide.columns.to_numpy(dtype=np.float64), names
+
+
+def layer_trust_frame(store: Store, run_id: int) -> pd.DataFrame:
+    """Every logged layer_trust/* value of one run (long format, from the store)."""
+    keys = layer_keys(store.metric_keys(run_id))
+    if not keys:
+        return pd.DataFrame(columns=["run_id", "key", "step", "value"])
+    return store.raw_metrics([run_id], keys)
+
+
+# -- Runs --------------------------------------------------------------------------------
+
+UNDELETABLE = ("running", "stalled")  # a live process still writes to these
+
+
+def first_line(text: str | None, limit: int = 120) -> str:
+    """The first non-empty line of a (multi-line) message, cut to `limit` characters."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """"42 s", "3 min 05 s", "2 h 07 min"; "-" for unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def run_duration(run: Mapping, now: float) -> float | None:
+    """Seconds from start to finish (or to `now` while it has no finish time)."""
+    start = run.get("started_at")
+    if not start:
+        return None
+    end = run.get("finished_at") or (now if run.get("status") in UNDELETABLE else None)
+    return None if end is None else max(0.0, end - start)
+
+
+def steps_text(run: Mapping) -> str:
+    """"40/40" steps done of total ("-" for unknown parts)."""
+    done = "0" if run.get("last_step") is None else str(int(run["last_step"]) + 1)
+    total = "?" if run.get("total_steps") is None else str(int(run["total_steps"]))
+    return f"{done}/{total}"
+
+
+def runs_table(runs: Sequence[dict], experiment_names: Mapping[int, str], now: float, *,
+               icons: Mapping[str, str], fmt_time: Callable[[float | None], str]) -> pd.DataFrame:
+    """One row per run for the Runs page (all values plain text or numbers)."""
+    cols = ["id", "name", "optimizer", "seed", "lr", "status", "steps", "started", "duration",
+            "tags", "notes", "error", "experiment"]
+    rows = [{
+        "id": int(r["id"]),
+        "experiment": f"#{r['experiment_id']} {experiment_names.get(r['experiment_id'], '')}".strip(),
+        "name": r["name"], "optimizer": r["optimizer"], "seed": r["seed"],
+        "lr": f"{float(r['lr']):g}",
+        "status": f"{icons.get(r['status'], '')} {r['status']}".strip(),
+        "steps": steps_text(r), "started": fmt_time(r.get("started_at")),
+        "duration": fmt_duration(run_duration(r, now)),
+        "tags": ", ".join(r.get("tags") or []), "notes": r.get("notes") or "",
+        "error": first_line(r.get("error")),
+    } for r in runs]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def run_label(run: Mapping) -> str:
+    """"#3 alto lr=0.01 seed=0 (finished)" for a select box (shown as plain text)."""
+    return f"#{run['id']} {run['name']} ({run['status']})"
+
+
+def parse_tags(text: str) -> list[str]:
+    """Comma-separated tags -> sorted unique, whitespace trimmed, empty ones dropped."""
+    return sorted({t.strip() for t in (text or "").split(",") if t.strip()})
+
+
+def tag_changes(old: Iterable[str], new: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(tags to add, tags to remove), each sorted."""
+    o, n = set(old), set(new)
+    return sorted(n - o), sorted(o - n)
+
+
+def delete_blocker(runs: Sequence[Mapping]) -> str | None:
+    """Why these runs cannot be deleted now (a process still writes to them), else None."""
+    live = [f"#{r['id']} ({r['status']})" for r in runs if r["status"] in UNDELETABLE]
+    if not live:
+        return None
+    return (f"{'run' if len(live) == 1 else 'runs'} {', '.join(live)} still "
+            f"{'has a live process' if len(live) == 1 else 'have live processes'}: "
+            "cancel on Live first, then delete")
