@@ -75,7 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from alto.train.run import StopFlag, execute_run
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps),
-                                   ("batch_size", args.batch_size), ("device", args.device))
+                                   ("batch_size", args.batch_size), ("device", args.device),
+                                   ("nproc_per_node", args.nproc_per_node), ("nnodes", args.nnodes),
+                                   ("rdzv_endpoint", args.rdzv_endpoint))
                  if v is not None}
     if args.download:
         overrides["download"] = True
@@ -101,10 +103,37 @@ def cmd_run(args: argparse.Namespace) -> int:
                 shown = {k: f"{latest[k]:.4g}" for k in ("train/loss", "val/acc", "val/ppl") if k in latest}
                 bar.set_postfix(shown, refresh=False)
                 bar.refresh()
-            status = execute_run(store, run["id"], progress=progress, should_stop=flag)
+            if run["config"].get("nproc_per_node", 1) * run["config"].get("nnodes", 1) > 1:
+                status = _run_under_torchrun(store, run, progress, flag)
+            else:
+                status = execute_run(store, run["id"], progress=progress, should_stop=flag)
             bar.set_postfix_str(status)
     print_results(store, experiment_id)
     return 0
+
+
+def _run_under_torchrun(store, run: dict, progress, stop) -> str:
+    """Start the run's torchrun group, follow its progress in the database, stop it on Ctrl-C."""
+    import signal
+    import subprocess
+
+    from alto.train.distributed import launch_argv
+
+    argv = launch_argv(run["id"], str(store.path), run["config"], sys.executable)
+    proc = subprocess.Popen(argv, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    while proc.poll() is None:
+        if stop():
+            os.killpg(proc.pid, signal.SIGTERM)
+        latest = store.get_run(run["id"])
+        if latest["total_steps"] and latest["last_step"] is not None:
+            progress(latest["last_step"] + 1, latest["total_steps"], {})
+        time.sleep(0.5)
+    status = store.get_run(run["id"])["status"]
+    if status in ("queued", "running"):  # the group died before rank 0 could record it
+        store.update_run(run["id"], status="failed", finished_at=time.time(),
+                         error=f"torchrun exited with code {proc.returncode} before the run recorded a result")
+        status = "failed"
+    return status
 
 
 def print_results(store, experiment_id: int) -> None:
@@ -280,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--db", default=default_db())
     run.add_argument("--download", action="store_true", help="allow downloading the dataset via torchvision")
+    run.add_argument("--nproc-per-node", type=int, help="data-parallel processes per node (torchrun)")
+    run.add_argument("--nnodes", type=int, help="nodes taking part (multi-node: see README)")
+    run.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run")
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("ls", help="list experiments and runs")

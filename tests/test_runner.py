@@ -314,7 +314,7 @@ def test_worker_command(store):
     assert f"run {run_id} " in out and "running -> crashed" in out and "worker stopped" in out
 
 
-def test_second_store_drops_the_locks(tmp_path):
+def test_a_second_store_in_the_process_keeps_the_wal(tmp_path):
     first = Store(tmp_path / "x.db")
     first.create_experiment("e")
     Store(tmp_path / "x.db")

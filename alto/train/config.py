@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,9 @@ class RunConfig:
     save_final: bool = True              # keep the final weights (flatness analysis needs them)
     telemetry: bool = True
     threads: int | None = None           # torch CPU threads for this run; None = leave as is
+    nproc_per_node: int = 1              # > 1: torchrun data-parallel processes on each node
+    nnodes: int = 1                      # > 1: multi-node; the others join at rdzv_endpoint
+    rdzv_endpoint: str | None = None     # HOST:PORT of the rendezvous (multi-node only)
 
     def __post_init__(self) -> None:
         _choice("dataset", self.dataset if not str(self.dataset).startswith("text-file:") else "text-file",
@@ -122,6 +126,15 @@ class RunConfig:
         _int("block_size", self.block_size, 2)
         _int("checkpoint_every", self.checkpoint_every, 1, allow_none=True)
         _int("threads", self.threads, 1, allow_none=True)
+        _int("nproc_per_node", self.nproc_per_node, 1)
+        _int("nnodes", self.nnodes, 1)
+        if self.nnodes > 1 and not (isinstance(self.rdzv_endpoint, str)
+                                    and re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", self.rdzv_endpoint)):
+            _fail("rdzv_endpoint", "HOST:PORT when nnodes > 1", self.rdzv_endpoint)
+        world = self.nproc_per_node * self.nnodes
+        if self.batch_size is not None and self.batch_size % (world * self.accumulation):
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by nproc_per_node x nnodes x "
+                             f"accumulation ({world * self.accumulation}): every rank takes an equal share")
         for name in ("download", "telemetry", "save_final"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, "true or false", getattr(self, name))

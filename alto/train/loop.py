@@ -6,8 +6,8 @@ schedule. Host-device synchronisation happens only when a batch of telemetry is 
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -24,12 +24,14 @@ from alto.optim import build
 
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .config import RunConfig
+from .distributed import Dist
 from .schedule import lr_at, scaled_lr
 
 FLUSH_EVERY_S = 0.5      # copy telemetry to the host and the store this often...
 FLUSH_EVERY_STEPS = 200  # ...or after this many steps, whichever comes first
 TEXT_BATCH_DEFAULT = 64  # sequences per step when a text run gives no batch size
 SPLIT_SEED = 0           # every run of every seed sees the same train/val partition
+DIST_FLUSH_EVERY_STEPS = 20
 
 
 @dataclass
@@ -53,7 +55,7 @@ def resolve_device(name: str) -> torch.device:
 class Plan:
     """Sizes derived from the config and the data: batch, steps, LR, eval schedule."""
 
-    def __init__(self, config: RunConfig, data: ImageData | TextData):
+    def __init__(self, config: RunConfig, data: ImageData | TextData, world: int = 1):
         self.text = isinstance(data, TextData)
         if self.text:
             self.n_train = data.train.numel()
@@ -62,10 +64,14 @@ class Plan:
         else:
             self.n_train = len(data.y_train)
             self.batch = min(config.batch_size or self.n_train, self.n_train)
+            if config.batch_size is None:  # full batch: the largest size every rank can share equally
+                self.batch -= self.batch % (config.accumulation * world)
             samples_per_epoch = self.n_train
-        if self.batch % config.accumulation:
-            raise ValueError(f"batch_size ({self.batch}) must be divisible by accumulation ({config.accumulation})")
-        self.micro = self.batch // config.accumulation
+        if self.batch % (config.accumulation * world):
+            raise ValueError(f"batch_size ({self.batch}) must be divisible by accumulation x ranks "
+                             f"({config.accumulation} x {world})")
+        self.world = world
+        self.micro = self.batch // (config.accumulation * world)  # per rank, per micro-batch
         self.steps_per_epoch = max(1, samples_per_epoch // self.batch)
         self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
         if config.max_steps is not None:
@@ -133,6 +139,8 @@ class Telemetry:
         self.pending.append((step, wall, values))
 
     def due(self) -> bool:
+        if self.plan.world > 1:  # every rank must decide alike: count steps, not seconds
+            return len(self.pending) >= DIST_FLUSH_EVERY_STEPS
         return (len(self.pending) >= FLUSH_EVERY_STEPS
                 or time.monotonic() - self.last_flush >= FLUSH_EVERY_S)
 
@@ -195,15 +203,18 @@ def _memory_mb(device: torch.device) -> float:
 def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None = None,
           progress: Callable[[int, int, dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None,
-          on_start: Callable[[dict], None] | None = None) -> RunResult:
+          on_start: Callable[[dict], None] | None = None, dist_ctx: Dist | None = None) -> RunResult:
     """Train one run. `writer` is a store MetricWriter (or None); `on_start(info)` receives what
     the run resolved (hyper-parameters used, batch, steps, device) before the first step;
     `progress(step, total, latest)` is called after every flush; `should_stop()` is polled every
-    step (cancellation)."""
+    step (cancellation). Under torchrun pass `dist_ctx`: only rank 0 should get a writer."""
     t_setup = time.monotonic()
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    if dist_ctx is not None and device.type == "cuda":
+        device = torch.device("cuda", dist_ctx.local_rank)
+    main = dist_ctx is None or dist_ctx.is_main
     use_bf16 = config.precision == "bf16" and device.type == "cuda"
 
     def autocast():
@@ -211,7 +222,7 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
 
     data = load_dataset(config.dataset, download=config.download, val_fraction=config.val_fraction,
                         seed=SPLIT_SEED, limit=config.data_limit).to(device)
-    plan = Plan(config, data)
+    plan = Plan(config, data, world=dist_ctx.world if dist_ctx else 1)
     torch.manual_seed(config.seed)
     if plan.text:
         model = build_model(config.model, vocab_size=data.vocab_size, block_size=config.block_size,
@@ -220,12 +231,15 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
         model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes,
                             **config.model_kwargs)
     model.to(device).train()
+    net = model
+    if dist_ctx is not None:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     overrides = {**config.hparams, "lr": plan.peak_lr}
     optimizer = build(config.optimizer, model, batch_size=plan.batch, **overrides)
     collects = hasattr(optimizer, "collect_stats")
     if config.telemetry and collects:
         optimizer.collect_stats = True
-    text_gen = torch.Generator(device=device).manual_seed(config.seed)
+    text_gen = torch.Generator(device=device).manual_seed(config.seed + 1000 * (dist_ctx.rank if dist_ctx else 0))
 
     start_step, wall_offset = 0, 0.0
     ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
@@ -239,7 +253,8 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
                   "steps_per_epoch": plan.steps_per_epoch, "n_params": count_parameters(model),
                   "n_train": plan.n_train, "device": str(device),
                   "precision": "bf16" if use_bf16 else "fp32", "start_step": start_step,
-                  "torch": torch.__version__})
+                  "torch": torch.__version__, "world_size": plan.world,
+                  "per_rank_batch": plan.micro * config.accumulation})
     telemetry = Telemetry(writer, plan, _trust_layer_names(optimizer))
     if writer is not None and start_step == 0:
         writer.log(0, {"params/count": count_parameters(model)}, wall_time=0.0, samples=0, epoch=0.0)
@@ -254,7 +269,8 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
     setup_s = t_start - t_setup
 
     for step in range(start_step, plan.total_steps):
-        if should_stop is not None and should_stop():
+        stop_here = should_stop is not None and should_stop()
+        if stop_here and dist_ctx is None:
             status, message = "cancelled", "stopped on request"
             break
         t0 = time.perf_counter()
@@ -274,13 +290,26 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
             if epoch_batches[0] != epoch:
                 epoch_batches = (epoch, batch_indices(plan.n_train, plan.batch, epoch, config.seed))
             idx = epoch_batches[1][step % plan.steps_per_epoch].to(device)
+            if dist_ctx is not None:  # this rank's contiguous share of the global batch
+                idx = idx.chunk(dist_ctx.world)[dist_ctx.rank]
             micro_batches = [(data.x_train[i], data.y_train[i]) for i in idx.split(plan.micro)]
-        for x, y in micro_batches:
-            with autocast():
-                loss, acc = _text_loss(model, x, y) if plan.text else _image_loss(model, data, x, y)
-            (loss / config.accumulation).backward()
+        for i, (x, y) in enumerate(micro_batches):
+            last_micro = i + 1 == len(micro_batches)
+            # DDP all-reduces gradients once, on the last micro-batch of the step
+            with (net.no_sync() if dist_ctx is not None and not last_micro else contextlib.nullcontext()):
+                with autocast():
+                    loss, acc = _text_loss(net, x, y) if plan.text else _image_loss(net, data, x, y)
+                (loss / config.accumulation).backward()
             loss_sum += loss.detach().float()
             acc_sum += acc.detach()
+        if dist_ctx is not None:  # global loss/accuracy, and stop together if any rank must stop
+            shared = torch.stack([loss_sum, acc_sum, torch.tensor(float(stop_here), device=device)])
+            torch.distributed.all_reduce(shared)
+            loss_sum, acc_sum = shared[0] / plan.world, shared[1] / plan.world
+            if shared[2].item() > 0:
+                status, message = "cancelled", "stopped on request"
+                optimizer.zero_grad(set_to_none=True)
+                break
 
         values = {"train/loss": loss_sum / config.accumulation, "train/acc": acc_sum / config.accumulation,
                   "lr": torch.tensor(lr)}
@@ -327,7 +356,7 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
                 break
             if progress is not None:
                 progress(step + 1, plan.total_steps, telemetry.latest)
-        if evaluate_now:
+        if evaluate_now and main:
             scores = evaluate(model, data, config, autocast)
             scores["mem_mb"] = _memory_mb(device)
             telemetry.latest.update(scores)
@@ -335,7 +364,7 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
                 writer.log(step, scores, wall_time=wall, samples=(step + 1) * plan.batch,
                            epoch=(step + 1) * plan.batch / plan.samples_per_epoch)
                 writer.flush()
-        if ckpt_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+        if main and ckpt_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save_checkpoint(ckpt_path, model, optimizer, text_gen, step, wall, config)
     else:
         step = plan.total_steps - 1
@@ -343,7 +372,7 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
     telemetry.flush()
     if writer is not None:
         writer.flush()
-    if checkpoint_dir is not None and config.save_final and status == "finished":
+    if main and checkpoint_dir is not None and config.save_final and status == "finished":
         save_weights(Path(checkpoint_dir) / "final.pt", model, config)  # for flatness analysis
     return RunResult(status=status, steps=step + 1, wall_s=time.monotonic() - t_start,
                      final=dict(telemetry.latest), message=message, setup_s=setup_s)

@@ -8,8 +8,11 @@ import time
 import traceback
 from pathlib import Path
 
+import torch.distributed
+
 from alto.store import Store
 
+from . import distributed
 from .config import RunConfig
 from .loop import train
 
@@ -36,7 +39,7 @@ def checkpoint_dir(store: Store, run_id: int) -> Path:
     return Path(store.path).parent / "checkpoints" / Path(store.path).stem / f"run_{run_id}"
 
 
-def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None) -> str:
+def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, dist_ctx=None) -> str:
     """Train run `run_id` from its stored config; returns the final status.
 
     Every outcome is recorded: finished, diverged, cancelled, or failed with the error's tail.
@@ -56,7 +59,7 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None) -
         with store.writer(run_id) as writer:
             writer.heartbeat()
             result = train(config, writer=writer, checkpoint_dir=ckpt, progress=progress,
-                           should_stop=should_stop, on_start=on_start)
+                           should_stop=should_stop, on_start=on_start, dist_ctx=dist_ctx)
     except BaseException as err:  # noqa: BLE001 - every failure must be recorded, then re-raised
         tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
         store.update_run(run_id, status="failed", finished_at=time.time(),
@@ -85,9 +88,35 @@ def main(argv: list[str] | None = None) -> int:
                          if k in latest)
         print(f"step {step}/{total} {shown}", flush=True)
 
-    status = execute_run(Store(args.db), args.run_id, progress=report, should_stop=flag)
+    ctx = distributed.from_env()
+    if ctx is None:
+        status = execute_run(Store(args.db), args.run_id, progress=report, should_stop=flag)
+    else:
+        status = _run_rank(ctx, args, report, flag)
     print(f"run {args.run_id}: {status}", flush=True)
     return 0 if status in ("finished", "diverged", "cancelled") else 1
+
+
+def _run_rank(ctx, args, report, flag) -> str:
+    """One torchrun rank: rank 0 owns the database and the run record; the others only train."""
+    distributed.init(ctx)
+    try:
+        if ctx.is_main:
+            store = Store(args.db)
+            try:
+                config = store.get_run(args.run_id)["config"]
+            except KeyError:
+                config = None
+            distributed.broadcast(config, ctx)  # None tells the other ranks to stop too
+            if config is None:
+                raise SystemExit(f"run {args.run_id} not found in {args.db}")
+            return execute_run(store, args.run_id, progress=report, should_stop=flag, dist_ctx=ctx)
+        config = distributed.broadcast(None, ctx)
+        if config is None:
+            return "failed"
+        return train(RunConfig.from_dict(config), should_stop=flag, dist_ctx=ctx).status
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
