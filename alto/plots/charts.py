@@ -39,6 +39,7 @@ def heatmap(
     fig = go.Figure(go.Heatmap(z=z, x=xa, y=list(y_labels), colorscale="Viridis",
                                colorbar=dict(title=dict(text=colorbar_title))))
     fig = layout(fig, title=title, x_label=x_label)
+    fig.update_yaxes(type="category")  # layer names: the shared layout's linear axis cannot place them
     fig.update_layout(hovermode="closest")
     return fig
 
