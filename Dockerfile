@@ -1,0 +1,27 @@
+# ALTO Lab for a GPU server: the dashboard (with its supervisor) on port 8501, the database on a volume.
+#   docker build -t alto-lab .
+#   docker run --gpus all -p 8501:8501 -v alto-data:/data alto-lab
+FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    ALTO_DB=/data/alto.db
+
+WORKDIR /opt/alto-lab
+COPY pyproject.toml README.md ./
+COPY alto ./alto
+COPY app ./app
+COPY runs/presets ./runs/presets
+# The base image's torch (2.5.1, CUDA 12.4) satisfies the project's range, so pip keeps it.
+RUN pip install --no-cache-dir -e . \
+    && useradd --create-home --uid 1000 alto \
+    && mkdir -p /data \
+    && chown alto /data
+
+USER 1000
+VOLUME ["/data"]
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"]
+CMD ["alto", "app", "--host", "0.0.0.0", "--port", "8501", "--db", "/data/alto.db"]
