@@ -104,7 +104,7 @@ for name in chosen:
                                             "validation split.")
         slot(f"lr_grid for {name}")
 
-c7, c8, c9 = st.columns(3)
+c7, c8, c9, c10 = st.columns(4)
 with c7:
     seeds = st.number_input("Seeds", min_value=1, max_value=100, value=int(default_seeds))
     slot("seeds")
@@ -114,7 +114,12 @@ with c8:
 with c9:
     precision = st.selectbox("Precision", PRECISIONS, help="bf16 autocast applies on CUDA only")
     slot("precision")
-overrides.update(device=device, precision=precision)
+with c10:
+    processes = st.number_input("Processes per run (torchrun)", min_value=1, value=1,
+                                help="Data-parallel ranks on this machine. The batch size stays the effective "
+                                     "batch: per-rank micro-batch x ranks x accumulation.")
+    slot("nproc_per_node")
+overrides.update(device=device, precision=precision, nproc_per_node=int(processes))
 
 configs, problem = [], None
 try:
