@@ -1,0 +1,179 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) against a real
+server, database and training processes: the first-visit demo, Compare, and a restart mid-run."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from alto.runner import queue_experiment
+from alto.store import Store
+from alto.train.presets import expand, parse_preset
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+TINY_PRESET = """
+name = "tiny-demo"
+title = "Tiny demo"
+source = "ours"
+optimizers = ["alto", "lamb", "sgd", "lion"]
+seeds = 1
+[run]
+dataset = "digits"
+model = "mlp"
+device = "cpu"
+threads = 1
+data_limit = 256
+epochs = 1000
+max_steps = 15
+model_kwargs = { hidden = [16] }
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`alto app` in its own session; stop() ends the server but not the runs it started."""
+
+    def __init__(self, db: Path, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "alto.cli", "app", "--port", str(self.port),
+                                      "--db", str(db)], env=env, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: .ci/run installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        yield b
+        b.close()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def kill_runs(store: Store) -> None:
+    for run in store.list_runs():
+        if run["pgid"] and run["status"] in ("running", "stalled"):
+            try:
+                os.killpg(run["pgid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_first_visit_demo_then_compare(tmp_path, browser):
+    preset = tmp_path / "tiny-demo.toml"
+    preset.write_text(TINY_PRESET)
+    db = tmp_path / "alto.db"
+    server = Server(db, env={"ALTO_DEMO_PRESET": str(preset), "ALTO_DEMO_SEEDS": "1"})
+    store = Store(db)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url)
+        page.get_by_role("button", name="Run the demo comparison").click(timeout=60_000)
+        page.wait_for_url("**/live", timeout=60_000)
+        runs = wait_for(lambda: store.list_runs() if len(store.list_runs()) == 4 else None, 30, "4 queued runs")
+        assert {r["optimizer"] for r in runs} == {"alto", "lamb", "sgd", "lion"}
+        wait_for(lambda: all(r["status"] == "finished" for r in store.list_runs()), 240, "the demo runs")
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+
+        page.goto(f"{server.url}/compare")
+        page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+        page.wait_for_timeout(1500)
+        traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
+        named = {t for t in traces if t}
+        assert {"alto", "lamb", "sgd", "lion"} <= {n.split(" ")[0] for n in named}, traces
+        assert len(traces) >= 4
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+    finally:
+        server.stop()
+        kill_runs(store)
+
+
+def test_closing_the_browser_and_restarting_the_app_lose_nothing(tmp_path, browser):
+    db = tmp_path / "alto.db"
+    store = Store(db)
+    run_settings = {"dataset": "digits", "model": "mlp", "device": "cpu", "threads": 1, "data_limit": 256,
+                    "epochs": 100_000, "max_steps": 6000, "model_kwargs": {"hidden": [16]}, "save_final": False}
+    preset = parse_preset({"name": "long", "optimizers": ["alto"], "run": run_settings})
+    queue_experiment(store, preset, expand(preset))
+    run_id = store.list_runs()[0]["id"]
+    first = Server(db)
+    try:
+        page = browser.new_page()
+        page.goto(f"{first.url}/live")
+        wait_for(lambda: (store.get_run(run_id)["last_step"] or 0) >= 20, 120, "the run to start")
+        page.close()  # closing the tab stops nothing
+        before = store.get_run(run_id)["last_step"]
+        time.sleep(2)
+        assert store.get_run(run_id)["last_step"] > before
+
+        first.stop()  # the app goes away; the run process lives in its own session
+        pid = store.get_run(run_id)["pid"]
+        time.sleep(1)
+        assert os.path.exists(f"/proc/{pid}") and store.get_run(run_id)["status"] == "running"
+
+        second = Server(db)
+        try:
+            run = store.get_run(run_id)
+            assert run["status"] == "running" and run["pid"] == pid  # adopted, not restarted
+            mark = run["last_step"]
+            wait_for(lambda: store.get_run(run_id)["last_step"] > mark, 30, "progress after the restart")
+            page = browser.new_page()
+            page.goto(f"{second.url}/live")
+            page.get_by_text("running").first.wait_for(timeout=60_000)
+            wait_for(lambda: store.get_run(run_id)["status"] == "finished", 240, "the run to finish")
+            assert store.get_run(run_id)["last_step"] == 5999
+            loss = store.series(run_id, "train/loss")
+            assert loss["step"][-1] == 5999 and len(loss["step"]) <= 2000  # downsampled read
+            full = store.raw_metrics([run_id], ["train/loss"])
+            assert list(full["step"]) == list(range(6000))  # not a step lost across the restart
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        kill_runs(store)
