@@ -6,7 +6,7 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alto.runner.launch import estimate_steps, field_for_error, format_eta, parse_lr_list, progress
+from alto.runner.launch import estimate_steps, field_for_error, parse_lr_list, progress
 from alto.store import Store
 from alto.train import RunConfig
 
@@ -53,7 +53,6 @@ def test_progress_eta_and_step_estimates():
     p = progress({"total_steps": 100, "last_step": 24, "started_at": 1000.0}, now=1010.0)
     assert p["done"] == 25 and p["fraction"] == 0.25 and p["eta_s"] == pytest.approx(30.0)
     assert progress({"total_steps": None, "last_step": None, "started_at": None})["eta_s"] is None
-    assert format_eta(30) == "ETA 30s" and format_eta(125) == "ETA 2m 05s" and format_eta(None) == "ETA -"
     assert estimate_steps(RunConfig(dataset="digits", epochs=10)) == 10                   # full batch
     assert estimate_steps(RunConfig(dataset="digits", batch_size=100, epochs=2)) == 24
     assert estimate_steps(RunConfig(dataset="digits", batch_size=100, epochs=2, max_steps=5)) == 5

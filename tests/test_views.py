@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from alto.analysis import views
+from alto.analysis.aggregate import group_labels, group_runs
 from alto.analysis.smoothing import ema_debiased
 from alto.analysis.store_io import experiment_table, grouped_series
 from alto.plots.gradients import layer_heatmap, log_ticks
@@ -103,7 +104,7 @@ def test_step_limits():
 def test_group_labels_add_lr_only_when_an_optimizer_has_several():
     rs = [run(1, "alto", lr=0.1), run(2, "alto", lr=0.01), run(3, "sgd", lr=0.5),
           run(4, "sgd", lr=0.5, seed=1)]
-    assert views.group_labels(rs) == {1: "alto (lr=0.1)", 2: "alto (lr=0.01)", 3: "sgd", 4: "sgd"}
+    assert group_labels(rs) == {1: "alto (lr=0.1)", 2: "alto (lr=0.01)", 3: "sgd", 4: "sgd"}
 
 
 def test_line_dashes_tell_lrs_of_one_optimizer_apart():
@@ -120,7 +121,7 @@ def test_group_runs_mean_std_min_max_over_seeds():
     rs = [run(1, "alto"), run(2, "alto", seed=1), run(3, "sgd")]
     data = {1: series([0, 1, 2], [1.0, 2.0, 3.0]), 2: series([0, 1, 2], [3.0, 4.0, 5.0]),
             3: series([0, 1, 2], [0.0, 0.0, 0.0])}
-    g = views.group_runs(rs, data)
+    g = group_runs(rs, data)
     assert list(g) == ["alto", "sgd"]
     np.testing.assert_allclose(g["alto"]["mean"], [2.0, 3.0, 4.0])
     np.testing.assert_allclose(g["alto"]["std"], [math.sqrt(2)] * 3)
@@ -137,7 +138,7 @@ def test_group_runs_mean_std_min_max_over_seeds():
 def test_group_runs_leaves_out_runs_and_groups_without_data():
     rs = [run(1, "alto"), run(2, "sgd"), run(3, "alto", seed=1)]
     data = {1: series([0, 1], [1.0, 2.0]), 2: series([], []), 3: series([], [])}
-    g = views.group_runs(rs, data)
+    g = group_runs(rs, data)
     assert list(g) == ["alto"] and list(g["alto"]["runs"]) == [1]
 
 
@@ -146,7 +147,7 @@ def test_group_runs_smooths_before_cutting_and_downsampling():
     rng = np.random.default_rng(0)
     values = rng.normal(size=n)
     rs = [run(1, "alto")]
-    g = views.group_runs(rs, {1: series(np.arange(n), values)}, smoothing=0.9,
+    g = group_runs(rs, {1: series(np.arange(n), values)}, smoothing=0.9,
                          first_step=5_000, max_points=500)
     xs, ys = g["alto"]["runs"][1]["x"], g["alto"]["runs"][1]["y"]
     assert xs.size <= 500 and g["alto"]["grid"].size <= 500
@@ -157,12 +158,12 @@ def test_group_runs_smooths_before_cutting_and_downsampling():
 
 def test_group_runs_rejects_bad_max_points():
     with pytest.raises(ValueError, match="max_points"):
-        views.group_runs([], {}, max_points=0)
+        group_runs([], {}, max_points=0)
 
 
 def test_overlay_and_frames():
     rs = [run(1, "alto"), run(2, "alto", seed=1)]
-    g = views.group_runs(rs, {1: series([0, 1], [1.0, 2.0]), 2: series([0, 1], [3.0, 4.0])})
+    g = group_runs(rs, {1: series([0, 1], [1.0, 2.0]), 2: series([0, 1], [3.0, 4.0])})
     over = views.overlay_series(g, rs)
     assert list(over) == ["alto seed 0 (run 1)", "alto seed 1 (run 2)"]
     frame = views.groups_frame(g, "step")
@@ -174,28 +175,24 @@ def test_overlay_and_frames():
     assert views.groups_frame({}, "step").empty and views.overlay_frame({}, "step").empty
 
 
-def test_range_series_matches_grouped_series_over_the_whole_run(store, runs):
-    for smoothing in (0.0, 0.6):
-        mine = views.range_series(store, runs, "val/acc", x="wall_time", smoothing=smoothing)
-        ref = grouped_series(store, [r["id"] for r in runs], "val/acc", x="wall_time",
-                             smoothing=smoothing)
-        assert list(mine) == list(ref) == ["alto", "lamb", "sgd", "lion"]
-        for label in ref:
-            for k in ("grid", "mean", "std", "min", "max", "n"):
-                np.testing.assert_allclose(mine[label][k], ref[label][k], equal_nan=True)
-
-
 @pytest.mark.parametrize("smoothing", [0.0, 0.5])
-def test_range_series_reads_only_the_step_range(store, runs, smoothing):
-    g = views.range_series(store, runs, "train/loss", smoothing=smoothing, step_range=(10, 20))
+def test_grouped_series_reads_only_the_step_range(store, runs, smoothing):
+    ids = [r["id"] for r in runs]
+    g = grouped_series(store, ids, "train/loss", smoothing=smoothing, step_range=(10, 20))
     assert views.seed_counts(g) == {"alto": 2, "lamb": 2, "sgd": 2, "lion": 2}
     for group in g.values():
         assert group["grid"].min() >= 10 and group["grid"].max() <= 20
-    assert views.range_series(store, [], "train/loss") == {}
+    assert grouped_series(store, [], "train/loss") == {}
+    # smoothing starts at step 0 whatever the range: the smoothed value at a step stays put
+    if smoothing:
+        whole = grouped_series(store, ids, "train/loss", smoothing=smoothing)
+        for label, group in g.items():
+            at_15 = whole[label]["mean"][np.searchsorted(whole[label]["grid"], 15)]
+            assert group["mean"][np.searchsorted(group["grid"], 15)] == pytest.approx(at_15)
 
 
-def test_range_series_caps_points(store, runs):
-    g = views.range_series(store, runs, "train/loss", max_points=7)
+def test_grouped_series_caps_points(store, runs):
+    g = grouped_series(store, [r["id"] for r in runs], "train/loss", max_points=7)
     assert all(group["grid"].size <= 7 for group in g.values())
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from ._checks import as_1d, same_length
+from .downsample import MAX_POINTS, downsample
+from .smoothing import ema_debiased
 
 
 def align_runs(
@@ -58,3 +63,66 @@ def band(matrix: np.ndarray) -> dict[str, np.ndarray]:
     vmin = np.where(n > 0, np.where(ok, m, np.inf).min(axis=0, initial=np.inf), np.nan)
     vmax = np.where(n > 0, np.where(ok, m, -np.inf).max(axis=0, initial=-np.inf), np.nan)
     return {"mean": mean, "std": std, "min": vmin, "max": vmax, "n": n}
+
+
+def group_labels(runs: Sequence[dict]) -> dict[int, str]:
+    """run id -> its group: the optimizer, or "name (lr=...)" when the runs hold several
+    LRs of that optimizer (the labels grouped_series uses)."""
+    lrs: dict[str, set[float]] = defaultdict(set)
+    for r in runs:
+        lrs[r["optimizer"]].add(float(r["lr"]))
+    return {int(r["id"]): r["optimizer"] if len(lrs[r["optimizer"]]) == 1
+            else f"{r['optimizer']} (lr={float(r['lr']):g})" for r in runs}
+
+
+def group_runs(
+    runs: Sequence[dict],
+    data: Mapping[int, Mapping[str, np.ndarray]],
+    *,
+    smoothing: float = 0.0,
+    first_step: int | None = None,
+    max_points: int = MAX_POINTS,
+) -> dict[str, dict]:
+    """Per-run series grouped by optimizer and summarised on one grid.
+
+    `data` maps run id -> {"step", "x", "value"} (as Store.series returns). Each run is
+    smoothed (debiased EMA) at the resolution given, then cut to steps >= first_step, then
+    downsampled to max_points; so pass full-resolution data when smoothing. Returns
+    {label: {"grid", "mean", "std", "min", "max", "n", "runs"}} like grouped_series, with
+    "runs" = {run_id: {"x", "y", "seed", "lr"}}; runs without data and empty groups are
+    left out.
+    """
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    labels = group_labels(runs)
+    members: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        members[labels[int(r["id"])]].append(r)
+    out = {}
+    for label, rs in members.items():
+        per_run = {}
+        for r in rs:
+            d = data.get(int(r["id"]))
+            if d is None or len(d["x"]) == 0:
+                continue
+            xs = np.asarray(d["x"], dtype=np.float64)
+            ys = np.asarray(d["value"], dtype=np.float64)
+            if smoothing:
+                ys = ema_debiased(ys, smoothing)
+            if first_step is not None:
+                keep = np.asarray(d["step"]) >= first_step
+                xs, ys = xs[keep], ys[keep]
+            if xs.size == 0:
+                continue
+            xs, ys = downsample(xs, ys, max_points=max_points)
+            per_run[int(r["id"])] = {"x": xs, "y": ys, "seed": r["seed"], "lr": float(r["lr"])}
+        if not per_run:
+            continue
+        grid, matrix = align_runs([v["x"] for v in per_run.values()],
+                                  [v["y"] for v in per_run.values()])
+        stats = band(matrix)
+        arrays = downsample(grid, *(stats[k] for k in ("mean", "std", "min", "max", "n")),
+                            max_points=max_points)
+        out[label] = dict(zip(("grid", "mean", "std", "min", "max", "n"), arrays))
+        out[label]["runs"] = per_run
+    return out

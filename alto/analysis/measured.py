@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from alto.store import Store
 
 from .speedup import DiffResult, SpeedupResult, SplitResult, metric_difference, speedup, split_speedup
-from .store_io import DEFAULT_STATUSES, best_lr_per_optimizer, target_results
+from .store_io import DEFAULT_STATUSES, best_lr_per_optimizer, target_results, validation_metric
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,6 @@ class Measured:
         return s, lo, hi
 
 
-def _selection_metric(metric: str, mode: str, keys: set[str]) -> tuple[str, str]:
-    if metric.startswith("val/"):
-        return metric, mode
-    for key, key_mode in (("val/acc", "max"), ("val/ppl", "min"), ("val/loss", "min")):
-        if key in keys:
-            return key, key_mode
-    raise ValueError("metric: no validation metric logged to choose learning rates on")
-
-
 def measure(store: Store, experiment_id: int, *, candidate: str = "alto", baseline: str = "lamb",
             metric: str = "val/acc", mode: str = "max", threshold: float, smoothing: float = 0.0,
             n_boot: int = 2000) -> Measured:
@@ -67,7 +58,9 @@ def measure(store: Store, experiment_id: int, *, candidate: str = "alto", baseli
     keys = {k for r in runs for k in store.metric_keys(r["id"])}
     if metric not in keys:
         raise ValueError(f"metric: {metric!r} was not logged by these runs; logged: {sorted(keys)}")
-    select_metric, select_mode = _selection_metric(metric, mode, keys)
+    select_metric, select_mode = validation_metric(metric, mode, keys)
+    if select_metric not in keys:
+        raise ValueError("metric: no validation metric logged to choose learning rates on")
     lrs = best_lr_per_optimizer(store, experiment_id, select_metric, select_mode)
     arms = {name: [r for r in runs if r["optimizer"] == name and float(r["lr"]) == float(lrs[name])]
             for name in (candidate, baseline)}

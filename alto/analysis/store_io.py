@@ -13,9 +13,8 @@ import pandas as pd
 from alto.store import X_AXES, Store
 
 from ._checks import check_choice
-from .aggregate import align_runs, band
-from .downsample import MAX_POINTS, downsample
-from .smoothing import ema_debiased
+from .aggregate import group_runs
+from .downsample import MAX_POINTS
 from .speedup import speedup
 from .targets import MODES, TargetResult, target_result
 
@@ -156,7 +155,7 @@ def experiment_table(
     baseline_lr = base_lrs[0] if len(base_lrs) == 1 else None
     if select_on is None:
         logged = {k for r in runs if r["optimizer"] == baseline for k in summ[r["id"]]}
-        select_on = _default_selection(metric, mode, logged)
+        select_on = validation_metric(metric, mode, logged)
     if len(base_lrs) > 1:
         chosen = best_lr_per_optimizer(store, experiment_id, *select_on, statuses=statuses)
         if baseline not in chosen:
@@ -201,7 +200,9 @@ def experiment_table(
     return df
 
 
-def _default_selection(metric: str, mode: str, logged: set[str]) -> tuple[str, str]:
+def validation_metric(metric: str, mode: str, logged: set[str]) -> tuple[str, str]:
+    """The (metric, mode) to choose learning rates on: `metric` itself when it is a validation
+    metric, else the first of val/acc, val/ppl, val/loss that was logged."""
     if metric.startswith("val/"):
         return metric, mode
     for key, key_mode in (("val/acc", "max"), ("val/ppl", "min"), ("val/loss", "min")):
@@ -244,6 +245,7 @@ def grouped_series(
     *,
     x: str = "step",
     smoothing: float = 0.0,
+    step_range: tuple[int, int] | None = None,
     max_points: int = MAX_POINTS,
 ) -> dict[str, dict]:
     """Runs grouped by optimizer, aligned on one grid, summarised per grid point.
@@ -251,46 +253,23 @@ def grouped_series(
     Returns {label: {"grid", "mean", "std", "min", "max", "n", "runs"}} with every array
     at most max_points long; "runs" is {run_id: {"x", "y", "seed", "lr"}}. The label is
     the optimizer name, or "name (lr=...)" when the selection holds several LRs of it.
-    With smoothing the full-resolution series is fetched and smoothed before
-    downsampling; without, the store downsamples onto a step grid shared by the runs.
-    Runs that have not logged `key` are left out; so is a group with no data.
+    `step_range` (inclusive) limits the steps read. Without smoothing the store downsamples
+    onto a step grid shared by the runs; with smoothing every point from step 0 to the end of
+    the range is read and smoothed before cutting and downsampling, so the smoothed value at
+    a step does not depend on where the range starts. Runs that have not logged `key` are
+    left out; so is a group with no data.
     """
     check_choice(x, "x", X_AXES)
     if max_points < 1:
         raise ValueError(f"max_points must be >= 1, got {max_points}")
     ids = [int(r) for r in run_ids]
-    info = {rid: store.get_run(rid) for rid in ids}
+    if not ids:
+        return {}
+    runs = [store.get_run(rid) for rid in ids]
     if smoothing:
-        data = {rid: store.series(rid, key, x=x, max_points=FULL_RESOLUTION) for rid in ids}
-    else:
-        data = store.series_many(ids, key, x=x, max_points=max_points)
-    lrs_of: dict[str, set[float]] = defaultdict(set)
-    for r in info.values():
-        lrs_of[r["optimizer"]].add(float(r["lr"]))
-    members: dict[str, list[int]] = defaultdict(list)
-    for rid in ids:
-        opt, lr = info[rid]["optimizer"], float(info[rid]["lr"])
-        members[opt if len(lrs_of[opt]) == 1 else f"{opt} (lr={lr:g})"].append(rid)
-
-    out = {}
-    for label, rids in members.items():
-        per_run = {}
-        for rid in rids:
-            xs, ys = data[rid]["x"], data[rid]["value"]
-            if xs.size == 0:
-                continue
-            if smoothing:
-                ys = ema_debiased(ys, smoothing)
-            xs, ys = downsample(xs, ys, max_points=max_points)
-            per_run[rid] = {"x": xs, "y": ys, "seed": info[rid]["seed"],
-                            "lr": float(info[rid]["lr"])}
-        if not per_run:
-            continue
-        grid, matrix = align_runs([r["x"] for r in per_run.values()],
-                                  [r["y"] for r in per_run.values()])
-        stats = band(matrix)
-        arrays = downsample(grid, *(stats[k] for k in ("mean", "std", "min", "max", "n")),
-                            max_points=max_points)
-        out[label] = dict(zip(("grid", "mean", "std", "min", "max", "n"), arrays))
-        out[label]["runs"] = per_run
-    return out
+        upto = None if step_range is None else (0, int(step_range[1]))
+        data = store.series_many(ids, key, x=x, step_range=upto, max_points=FULL_RESOLUTION)
+        first = None if step_range is None else int(step_range[0])
+        return group_runs(runs, data, smoothing=smoothing, first_step=first, max_points=max_points)
+    data = store.series_many(ids, key, x=x, step_range=step_range, max_points=max_points)
+    return group_runs(runs, data, max_points=max_points)

@@ -1,7 +1,7 @@
 """What the Compare, Gradients and Runs pages show, as pure functions (plus two thin reads).
 
 The pages pass widgets' values in and get tables, series and labels out; nothing here
-imports Streamlit. `range_series` and `layer_trust_frame` are the only functions that
+imports Streamlit. `layer_trust_frame` is the only function that
 read a Store; everything else works on plain dicts, arrays and DataFrames.
 """
 
@@ -17,9 +17,6 @@ import pandas as pd
 
 from alto.store import Store
 
-from .aggregate import align_runs, band
-from .downsample import MAX_POINTS, downsample
-from .smoothing import ema_debiased
 
 FULL_RESOLUTION = 1 << 62  # max_points that makes the store return every logged point
 PLOTTED_STATUSES = ("finished", "diverged")  # runs a comparison counts by default
@@ -118,98 +115,6 @@ def step_limits(runs: Sequence[dict]) -> tuple[int, int]:
 
 
 # -- Compare / Gradients: series grouped by optimizer ------------------------------------
-
-def group_labels(runs: Sequence[dict]) -> dict[int, str]:
-    """run id -> its group: the optimizer, or "name (lr=...)" when the runs hold several
-    LRs of that optimizer (the same labels as store_io.grouped_series)."""
-    lrs: dict[str, set[float]] = defaultdict(set)
-    for r in runs:
-        lrs[r["optimizer"]].add(float(r["lr"]))
-    return {int(r["id"]): r["optimizer"] if len(lrs[r["optimizer"]]) == 1
-            else f"{r['optimizer']} (lr={float(r['lr']):g})" for r in runs}
-
-
-def group_runs(
-    runs: Sequence[dict],
-    data: Mapping[int, Mapping[str, np.ndarray]],
-    *,
-    smoothing: float = 0.0,
-    first_step: int | None = None,
-    max_points: int = MAX_POINTS,
-) -> dict[str, dict]:
-    """Per-run series grouped by optimizer and summarised on one grid.
-
-    `data` maps run id -> {"step", "x", "value"} (as Store.series returns). Each run is
-    smoothed (debiased EMA) at the resolution given, then cut to steps >= first_step, then
-    downsampled to max_points; so pass full-resolution data when smoothing. Returns
-    {label: {"grid", "mean", "std", "min", "max", "n", "runs"}} like grouped_series, with
-    "runs" = {run_id: {"x", "y", "seed", "lr"}}; runs without data and empty groups are
-    left out.
-    """
-    if max_points < 1:
-        raise ValueError(f"max_points must be >= 1, got {max_points}")
-    labels = group_labels(runs)
-    members: dict[str, list[dict]] = defaultdict(list)
-    for r in runs:
-        members[labels[int(r["id"])]].append(r)
-    out = {}
-    for label, rs in members.items():
-        per_run = {}
-        for r in rs:
-            d = data.get(int(r["id"]))
-            if d is None or len(d["x"]) == 0:
-                continue
-            xs = np.asarray(d["x"], dtype=np.float64)
-            ys = np.asarray(d["value"], dtype=np.float64)
-            if smoothing:
-                ys = ema_debiased(ys, smoothing)
-            if first_step is not None:
-                keep = np.asarray(d["step"]) >= first_step
-                xs, ys = xs[keep], ys[keep]
-            if xs.size == 0:
-                continue
-            xs, ys = downsample(xs, ys, max_points=max_points)
-            per_run[int(r["id"])] = {"x": xs, "y": ys, "seed": r["seed"], "lr": float(r["lr"])}
-        if not per_run:
-            continue
-        grid, matrix = align_runs([v["x"] for v in per_run.values()],
-                                  [v["y"] for v in per_run.values()])
-        stats = band(matrix)
-        arrays = downsample(grid, *(stats[k] for k in ("mean", "std", "min", "max", "n")),
-                            max_points=max_points)
-        out[label] = dict(zip(("grid", "mean", "std", "min", "max", "n"), arrays))
-        out[label]["runs"] = per_run
-    return out
-
-
-def range_series(
-    store: Store,
-    runs: Sequence[dict],
-    key: str,
-    *,
-    x: str = "step",
-    smoothing: float = 0.0,
-    step_range: tuple[int, int] | None = None,
-    max_points: int = MAX_POINTS,
-) -> dict[str, dict]:
-    """grouped_series restricted to an inclusive step range, read again from the store.
-
-    Without smoothing the store downsamples the range onto one step grid. With smoothing
-    every point from step 0 to the end of the range is read so that the average at a step
-    does not depend on where the range starts; smoothing comes before downsampling.
-    """
-    ids = [int(r["id"]) for r in runs]
-    if not ids:
-        return {}
-    if smoothing:
-        upto = None if step_range is None else (0, int(step_range[1]))
-        data = store.series_many(ids, key, x=x, step_range=upto, max_points=FULL_RESOLUTION)
-        first = None if step_range is None else int(step_range[0])
-        return group_runs(runs, data, smoothing=smoothing, first_step=first,
-                          max_points=max_points)
-    data = store.series_many(ids, key, x=x, step_range=step_range, max_points=max_points)
-    return group_runs(runs, data, max_points=max_points)
-
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 

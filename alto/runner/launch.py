@@ -74,14 +74,3 @@ def progress(run: dict, now: float | None = None) -> dict:
     if started and total and 0 < done < total:
         eta = (now - started) / done * (total - done)
     return {"done": done, "total": total, "fraction": fraction, "eta_s": eta}
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "ETA -"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"ETA {seconds}s"
-    if seconds < 3600:
-        return f"ETA {seconds // 60}m {seconds % 60:02d}s"
-    return f"ETA {seconds // 3600}h {seconds % 3600 // 60:02d}m"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from alto.analysis import views
-from alto.analysis.store_io import best_lr_per_optimizer, experiment_table
+from alto.analysis.store_io import best_lr_per_optimizer, experiment_table, grouped_series
 from alto.plots import curves, runs_overlay
 from alto.store import X_AXES
 from common import STATUS_ICONS, pick_experiment, store, supervisor
@@ -75,7 +75,7 @@ if best_lr:
                    f"test set into the comparison. Chosen: {chosen or 'none'}."
                    + (f" Not decidable (kept all LRs): {', '.join(undecided)}." if undecided else ""))
 
-groups = views.range_series(s, runs, metric, x=x, smoothing=smoothing, step_range=step_range)
+groups = grouped_series(s, [r["id"] for r in runs], metric, x=x, smoothing=smoothing, step_range=step_range)
 x_label = views.AXIS_LABELS.get(x, x)
 dashes = views.line_dashes(groups)  # same colour per optimizer: several LRs differ by line style
 if not groups:

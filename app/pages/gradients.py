@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from alto.analysis import views
+from alto.analysis.store_io import grouped_series
 from alto.plots import curves
 from alto.plots.gradients import layer_heatmap
 from alto.store import X_AXES
@@ -50,10 +51,10 @@ def panel(p: views.Panel) -> None:
         return
     trust = p.keys == views.TRUST_KEYS
     if trust:  # line: mean over layers; shaded: smallest to largest layer (each a seed-mean)
-        groups = views.trust_band(*(views.range_series(s, have, k, x=x, smoothing=smoothing)
+        groups = views.trust_band(*(grouped_series(s, [r["id"] for r in have], k, x=x, smoothing=smoothing)
                                     for k in p.keys))
     else:
-        groups = views.range_series(s, have, p.keys[0], x=x, smoothing=smoothing)
+        groups = grouped_series(s, [r["id"] for r in have], p.keys[0], x=x, smoothing=smoothing)
     fig = curves(groups, x_label=x_label, y_label=p.keys[0], log_y=p.log_y, show_envelope=trust)
     fig.update_layout(height=340, title=None)
     st.plotly_chart(fig, key=f"panel_{p.keys[0]}")
