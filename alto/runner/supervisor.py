@@ -5,6 +5,11 @@ One per database (an flock on `<db>.supervisor.lock` elects it). Each run is its
 later supervisor adopts such runs by pid. The run process records its own normal endings
 (finished, failed, diverged, cancelled); the supervisor records what a dead process cannot:
 `crashed`, `failed` before the run could record it, and `stalled` while the heartbeat is late.
+
+Background analysis jobs (the `jobs` table, e.g. flatness) share the slots with runs and are
+launched the same way (`python -m <JOB_MODULES[kind]> JOB_ID --db PATH`); being short, a queued job
+takes the next free slot before queued runs. Jobs have no heartbeat: a dead job process that did
+not record its end becomes `crashed` or `failed`, like a run.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from pathlib import Path
 
 from alto.store import RUN_FIELDS, Store
 from alto.store.db import write_tx
+from alto.store.store import JOB_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,7 @@ UNFINISHED = ("running", "stalled")
 LOG_TAIL_LINES = 40
 ERROR_CHARS = 4000
 StatusCallback = Callable[[dict, str | None, str], None]  # (run, old status, new status)
+JOB_MODULES = {"flatness": "alto.analysis.flatness_job"}  # job kind -> module run as its process
 
 # Children of supervisors that were stopped in this process: still reaped by any later tick,
 # so a long-lived app never collects zombies.
@@ -72,10 +79,11 @@ def _process_start(fields: list[str]) -> float:
     return (_boot_time or 0.0) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def process_alive(pid: int | None, run_id: int, started_at: float | None = None) -> bool:
+def process_alive(pid: int | None, run_id: int, started_at: float | None = None, *,
+                  module: str = "alto.train") -> bool:
     """Whether `pid` is still the live process of run `run_id` (not a zombie, not a reused pid).
 
-    A match is a process whose command line holds `alto.train` and the run id, or one that
+    A match is a process whose command line holds `module` and the run (or job) id, or one that
     already existed when the run started (`alto run` trains in its own process).
     """
     if not pid:
@@ -99,7 +107,7 @@ def process_alive(pid: int | None, run_id: int, started_at: float | None = None)
     fields = stat[stat.rindex(")") + 2:].split()
     if fields[0] in ("Z", "X"):
         return False
-    if b"alto.train" in argv and str(run_id).encode() in argv:
+    if module.encode() in argv and str(run_id).encode() in argv:
         return True
     return started_at is not None and _process_start(fields) <= started_at + 1.0
 
@@ -180,6 +188,7 @@ class Supervisor:
         self.lock_path = Path(f"{self.db_path}.supervisor.lock")
         self._lock_fd: int | None = None
         self._children: dict[int, _Child] = {}
+        self._job_children: dict[int, _Child] = {}
         self._cancels: dict[int, threading.Thread] = {}
         self._mutex = threading.RLock()
         self._stop = threading.Event()
@@ -239,8 +248,9 @@ class Supervisor:
         self._thread = None
         with self._mutex:
             with _orphans_lock:
-                _orphans.extend(c.popen for c in self._children.values())
+                _orphans.extend(c.popen for c in [*self._children.values(), *self._job_children.values()])
             self._children.clear()
+            self._job_children.clear()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing drops the flock
                 self._lock_fd = None
@@ -252,13 +262,21 @@ class Supervisor:
         self.stop()
 
     def tick(self) -> None:
-        """One iteration: reconcile unfinished runs, then launch queued runs into free slots."""
+        """One iteration: reconcile unfinished runs and jobs, then launch queued jobs and runs
+        into free slots (jobs first: they take seconds)."""
         if not self.try_lead():
             return
         with _orphans_lock:
             _orphans[:] = [p for p in _orphans if p.poll() is None]
         with self._mutex:
-            busy = self._reconcile()
+            busy = self._reconcile() + self._reconcile_jobs()
+            while len(busy) < self.slots:
+                job = self.store.claim_next_job()
+                if job is None:
+                    break
+                gpu = self._pick_gpu(busy)
+                if self._launch_job(job, gpu):
+                    busy.append(gpu)
             while len(busy) < self.slots:
                 run = self.store.claim_next_queued()
                 if run is None:
@@ -384,6 +402,129 @@ class Supervisor:
         except KeyError:  # deleted meanwhile; the child finds no run and exits
             pass
         log.info("run %s: started pid %s%s", run_id, popen.pid, f" on GPU {gpu}" if gpu else "")
+        return True
+
+    # -- jobs ----------------------------------------------------------------------
+
+    def _reconcile_jobs(self) -> list[str | None]:
+        """Record dead job processes (crashed / failed); returns the GPU (or None) of each live job."""
+        for child in self._job_children.values():
+            child.popen.poll()
+        busy: list[str | None] = []
+        now = time.time()
+        for job in self.store.list_jobs(status="running"):
+            child = self._job_children.get(job["id"])
+            if child is not None:
+                alive = child.popen.returncode is None
+            else:
+                module = JOB_MODULES.get(job["kind"], job["kind"])
+                alive = process_alive(job["pid"], job["id"], job["started_at"], module=module)
+            if alive:
+                busy.append(child.gpu if child else (_cuda_of(job["pid"]) if self.gpus else None))
+            elif child is not None or job["pid"] or now - (job["started_at"] or 0.0) > self.heartbeat_timeout_s:
+                self._record_job_death(job, child, now)
+        for job_id, child in list(self._job_children.items()):
+            if child.popen.returncode is not None:
+                del self._job_children[job_id]
+        return busy
+
+    def _record_job_death(self, job: dict, child: _Child | None, now: float) -> None:
+        tail = log_tail(job["log_path"])
+        shown = f"\n\nLast lines of {job['log_path']}:\n{tail}" if tail else ""
+        code = child.popen.returncode if child else None
+        if child is not None and child.cancelled:
+            status, error = "cancelled", "cancelled: the job process was stopped before it could record it"
+        elif code is not None and code > 0:
+            status, error = "failed", f"the job process exited with code {code} before recording a result"
+        elif code is not None and code < 0:
+            status, error = "crashed", f"the job process was killed by {_signal_name(code)}"
+        elif code == 0:
+            status, error = "crashed", "the job process exited without recording a result"
+        elif job["pid"]:
+            status, error = "crashed", f"the job process (pid {job['pid']}) is gone without recording a result"
+        else:
+            status, error = "crashed", "the job was claimed but its process never started"
+        error += shown[-(ERROR_CHARS - len(error)):] if shown else ""
+        if self._update_job_if(job["id"], ("running",), status=status, error=error, finished_at=now):
+            log.info("job %s: %s (%s)", job["id"], status, error.splitlines()[0])
+
+    def _update_job_if(self, job_id: int, expected: tuple[str, ...], **fields: object) -> bool:
+        """Update a job only while its status is one of `expected` (see _update_if)."""
+        for name in fields:
+            if name not in JOB_FIELDS:
+                raise ValueError(f"unknown job field {name!r}")
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        marks = ",".join("?" * len(expected))
+        with write_tx(self.store.connection()) as conn:
+            cur = conn.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND status IN ({marks})",
+                               [*fields.values(), job_id, *expected])
+        return cur.rowcount > 0
+
+    def _launch_job(self, job: dict, gpu: str | None) -> bool:
+        """Start the process of a claimed job; an unknown kind or a launch error fails the job."""
+        job_id = job["id"]
+        module = JOB_MODULES.get(job["kind"])
+        if module is None:
+            self._update_job_if(job_id, ("running",), status="failed", finished_at=time.time(),
+                                error=f"unknown job kind {job['kind']!r}; known: {', '.join(JOB_MODULES)}")
+            return False
+        log_path = self.log_dir / f"job_{job_id}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        argv = [self.python, "-m", module, str(job_id), "--db", str(self.db_path)]
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as out:
+                out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+                out.flush()
+                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        except OSError as err:
+            self._update_job_if(job_id, ("running",), status="failed", finished_at=time.time(),
+                                error=f"could not start the job process {argv}: {err}")
+            return False
+        self._job_children[job_id] = _Child(popen, gpu)
+        try:
+            self.store.update_job(job_id, pid=popen.pid, pgid=popen.pid, log_path=str(log_path),
+                                  started_at=time.time())
+        except KeyError:  # deleted meanwhile
+            pass
+        log.info("job %s (%s): started pid %s", job_id, job["kind"], popen.pid)
+        return True
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel a queued job now, or stop a running one (SIGTERM, then SIGKILL after grace_s).
+
+        Returns at once; False if the job had already ended.
+        """
+        if self._update_job_if(job_id, ("queued",), status="cancelled", finished_at=time.time()):
+            return True
+        job = self.store.get_job(job_id)
+        if job["status"] != "running":
+            return False
+        with self._mutex:
+            child = self._job_children.get(job_id)
+            if child is not None:
+                child.cancelled = True
+        module = JOB_MODULES.get(job["kind"], job["kind"])
+        pgid = child.popen.pid if child is not None else (
+            job["pgid"] if process_alive(job["pid"], job_id, job["started_at"], module=module) else None)
+
+        def stop() -> None:
+            try:
+                if pgid is not None:
+                    _signal_group(pgid, signal.SIGTERM)
+                    if not self._wait_gone(pgid, child, self.grace_s):
+                        _signal_group(pgid, signal.SIGKILL)
+                        self._wait_gone(pgid, child, 2.0)
+                self._update_job_if(job_id, ("running", "crashed"), status="cancelled",
+                                    finished_at=time.time(), error="cancelled on request")
+            except Exception:  # noqa: BLE001 - a thread has nobody to raise to
+                log.exception("cancelling job %s failed", job_id)
+
+        threading.Thread(target=stop, name=f"alto-cancel-job-{job_id}", daemon=True).start()
         return True
 
     # -- cancel --------------------------------------------------------------------

@@ -98,7 +98,23 @@ def m002_summary(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_summary]
+def m003_jobs(db: sqlite_utils.Database) -> None:
+    """Background analysis jobs (e.g. flatness), launched by the supervisor like runs."""
+    db.create_table(
+        "jobs",
+        {
+            "id": int, "kind": str, "experiment_id": int, "payload": str, "status": str,
+            "created_at": float, "started_at": float, "finished_at": float, "pid": int,
+            "pgid": int, "error": str, "log_path": str,
+        },
+        pk="id",
+        not_null=["kind", "status"],
+    )
+    db["jobs"].create_index(["status"])
+    db["jobs"].create_index(["experiment_id"])
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_summary, m003_jobs]
 
 
 def _user_tables(conn: sqlite3.Connection) -> set[str]:
