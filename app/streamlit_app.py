@@ -1,4 +1,4 @@
-"""ALTO Lab dashboard: `make app` or `alto app` starts it; one thin file per page under pages/."""
+"""ALTO Lab dashboard: `make app` or `alto app` starts it; one thin file per page under sections/."""
 from __future__ import annotations
 
 import sys
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` for the pages
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` for the page files
 
 st.set_page_config(page_title="ALTO Lab", page_icon="⛰️", layout="wide")
 
-PAGES = Path(__file__).resolve().parent / "pages"
+PAGES = Path(__file__).resolve().parent / "sections"  # not "pages/": that name turns on Streamlit's auto-discovery
 navigation = st.navigation({
     "Experiments": [
         st.Page(PAGES / "home.py", title="Home", icon="🏠", default=True),

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from alto.analysis import views
 from alto.store import Store
 
-PAGES = Path(__file__).resolve().parents[1] / "app" / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "app" / "sections"
 OPTIMIZERS = {"alto", "lamb", "sgd", "lion"}
 
 

@@ -15,7 +15,7 @@ from test_flatness_job import copy_db
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "app" / "pages" / f"{name}.py"), default_timeout=120)
+    return AppTest.from_file(str(ROOT / "app" / "sections" / f"{name}.py"), default_timeout=120)
 
 
 def charts(at: AppTest) -> list[dict]:

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "app" / "pages" / f"{name}.py"), default_timeout=60)
+    return AppTest.from_file(str(ROOT / "app" / "sections" / f"{name}.py"), default_timeout=60)
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_cli_report_writes_the_file(db, tmp_path):
 
 
 def test_roi_page_reads_the_measured_and_claimed_figures(db):
-    at = AppTest.from_file(str(ROOT / "app" / "pages" / "roi.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app" / "sections" / "roi.py"), default_timeout=60).run()
     assert not at.exception
     next(n for n in at.sidebar.number_input if n.label.startswith("Threshold")).set_value(0.5).run()
     next(n for n in at.sidebar.number_input if n.label.startswith("Price per GPU-hour")).set_value(2.0).run()

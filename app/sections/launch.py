@@ -143,4 +143,4 @@ if configs:
         experiment_id = queue_experiment(s, preset, configs)
         st.session_state["experiment_id"] = experiment_id
         supervisor().tick()
-        st.switch_page("pages/live.py")
+        st.switch_page("sections/live.py")

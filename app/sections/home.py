@@ -40,7 +40,7 @@ if not experiments:
              f"{DEMO_SEEDS} seeds each, on the CPU (about a minute per seed). You can watch it live.")
     if st.button("Run the demo comparison", type="primary", icon="▶️"):
         run_demo()
-        st.switch_page("pages/live.py")
+        st.switch_page("sections/live.py")
 else:
     st.subheader("Recent experiments")
     rows = [{"experiment": experiment_label(e), "preset": e["preset"] or "custom", "created": when(e["created_at"]),
@@ -48,9 +48,9 @@ else:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     left, right = st.columns(2)
     if left.button("Watch live", icon="📡"):
-        st.switch_page("pages/live.py")
+        st.switch_page("sections/live.py")
     if right.button("Run the demo comparison again", icon="▶️"):
         run_demo()
-        st.switch_page("pages/live.py")
+        st.switch_page("sections/live.py")
 
 st.caption(f"Database: `{s.path}`")
