@@ -2,11 +2,17 @@
 
 An optimizer step on fp32 parameters is memory-bound: its floor is bytes moved per parameter
 divided by the device's copy bandwidth (measured here, not taken from a data sheet).
+
+Rows: each optimizer's multi-tensor path, ALTO's per-tensor loop, torch's AdamW (fused on CUDA)
+and, on CUDA only, the Triton kernels of ALTO and Lamb (`*_fused`) and torch.compile of the ALTO
+multi-tensor step (`alto_compiled`). A row that fails is reported as an error record; the others
+still run.
 """
 from __future__ import annotations
 
 import statistics
 import time
+from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import torch
@@ -20,7 +26,12 @@ from .lion import Lion
 #         + pass 2 reads p, m, v and writes p (16)                          = 60
 #   Lamb: 4 + (g, m, v, p read; m, v written: 24) + 16                    = 44
 #   AdamW: p, g, m, v read; p, m, v written = 28;  SGD-momentum and LION: p, g, buf/m read; p, buf written = 20
-BYTES_PER_PARAM = {"alto": 60, "alto_per_tensor": 60, "lamb": 44, "lion": 20, "sgd": 20, "adamw": 28}
+# The fused kernels reach these counts (u kept in the gradient buffer: see alto/optim/fused.py).
+BYTES_PER_PARAM = {"alto": 60, "alto_per_tensor": 60, "lamb": 44, "lion": 20, "sgd": 20, "adamw": 28,
+                   "alto_fused": 60, "lamb_fused": 44, "alto_compiled": 60}
+CUDA_ONLY = ("alto_fused", "lamb_fused", "alto_compiled")
+IMPL = {"alto_per_tensor": "per-tensor loop", "alto_fused": "fused (Triton)", "lamb_fused": "fused (Triton)",
+        "alto_compiled": "torch.compile of the multi-tensor step"}
 
 
 def gpt2_medium_shapes() -> list[tuple[int, ...]]:
@@ -66,43 +77,87 @@ def _time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
     return times
 
 
-def _factories(device: torch.device) -> dict[str, Callable[[list], torch.optim.Optimizer]]:
+def _compiled_alto(params: list) -> SimpleNamespace:
+    """ALTO's multi-tensor step under torch.compile (compiled on the first calls)."""
+    opt = ALTO(params, foreach=True)
+    return SimpleNamespace(step=torch.compile(opt.step), optimizer=opt)
+
+
+def _factories(device: torch.device) -> dict[str, Callable[[list], object]]:
+    """Name -> builder of an object with .step(); adamw first so every later row has it to compare with."""
     cuda = device.type == "cuda"
-    return {
+    rows = {
+        "adamw": (lambda ps: torch.optim.AdamW(ps, fused=True)) if cuda else
+                 (lambda ps: torch.optim.AdamW(ps, foreach=True)),
         "alto": lambda ps: ALTO(ps, foreach=True),
         "alto_per_tensor": lambda ps: ALTO(ps, foreach=False),
         "lamb": lambda ps: Lamb(ps, foreach=True),
         "lion": lambda ps: Lion(ps, foreach=True),
         "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=True),
-        "adamw": (lambda ps: torch.optim.AdamW(ps, fused=True)) if cuda else
-                 (lambda ps: torch.optim.AdamW(ps, foreach=True)),
     }
+    if cuda:
+        rows.update({"alto_fused": lambda ps: ALTO(ps, fused=True),
+                     "lamb_fused": lambda ps: Lamb(ps, fused=True),
+                     "alto_compiled": _compiled_alto})
+    return rows
 
 
 def bench_optimizers(shapes: list[tuple[int, ...]], device: str | torch.device = "cpu",
                      repeats: int = 5, names: list[str] | None = None) -> Iterator[dict]:
-    """Yield one record per optimizer (and a first one for the copy bandwidth)."""
+    """Yield one record per optimizer (and a first one for the copy bandwidth).
+
+    Every record has ms, bytes_per_param, bound_ms, ratio_to_bound (ms over the bandwidth bound)
+    and, once AdamW has run, x_adamw (ms over AdamW's ms, fused AdamW on CUDA).
+    """
     device = torch.device(device)
     n_params = sum(torch.Size(s).numel() for s in shapes)
     bandwidth = copy_bandwidth(device, n_bytes=min(1 << 28, max(1 << 22, n_params * 4)))
     yield {"bench": "optim", "what": "copy_bandwidth", "device": str(device),
            "bytes_per_s": bandwidth, "GB_per_s": bandwidth / 1e9}
     factories = _factories(device)
-    for name in names or list(factories):
-        gen = torch.Generator(device=device).manual_seed(0)
-        params = [torch.randn(s, device=device, generator=gen).requires_grad_() for s in shapes]
-        for p in params:
-            p.grad = torch.randn(p.shape, device=device, generator=gen) * 1e-3
-        opt = factories[name](params)
-        times = _time(opt.step, device, repeats)
-        ms = statistics.median(times) * 1e3
-        bound_ms = BYTES_PER_PARAM[name] * n_params / bandwidth * 1e3
-        impl = "per-tensor loop" if name.endswith("per_tensor") else (
-            "fused" if device.type == "cuda" and name == "adamw" else "multi-tensor")
-        yield {"bench": "optim", "optimizer": name, "impl": impl, "device": str(device),
-               "params": n_params, "tensors": len(shapes), "ms": round(ms, 3),
-               "bytes_per_param": BYTES_PER_PARAM[name], "bound_ms": round(bound_ms, 3),
-               "ratio_to_bound": round(ms / bound_ms, 2)}
-        del opt, params
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    wanted = list(names) if names else list(factories) + [n for n in CUDA_ONLY if n not in factories]
+    skipped = [n for n in wanted if n not in factories]
+    if skipped:
+        unknown = [n for n in skipped if n not in CUDA_ONLY]
+        yield {"bench": "optim", "what": "note", "device": str(device),
+               "note": (f"skipped on {device.type}: {', '.join(n for n in skipped if n in CUDA_ONLY)} "
+                        "(CUDA only: Triton kernels; torch.compile of the step is too slow to build on a CPU)"
+                        + (f"; unknown rows: {', '.join(unknown)}" if unknown else ""))}
+    adamw_ms = None
+    for name in (n for n in wanted if n in factories):
+        try:
+            record = _bench_row(name, factories[name], shapes, device, repeats, bandwidth)
+        except Exception as err:  # one failing row must not lose the others
+            record = {"bench": "optim", "optimizer": name, "device": str(device), "error": repr(err)[:500]}
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        if name == "adamw" and "ms" in record:
+            adamw_ms = record["ms"]
+        if adamw_ms and "ms" in record:
+            record["x_adamw"] = round(record["ms"] / adamw_ms, 2)
+        yield record
+
+
+def _bench_row(name: str, factory: Callable[[list], object], shapes: list[tuple[int, ...]],
+               device: torch.device, repeats: int, bandwidth: float) -> dict:
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    gen = torch.Generator(device=device).manual_seed(0)
+    params = [torch.randn(s, device=device, generator=gen).requires_grad_() for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, device=device, generator=gen) * 1e-3
+    opt = factory(params)
+    record: dict = {}
+    if name == "alto_compiled":  # the first call compiles; report that time apart
+        start = time.perf_counter()
+        opt.step()
+        _sync(device)
+        record["compile_s"] = round(time.perf_counter() - start, 1)
+    times = _time(opt.step, device, repeats, warmup=3 if name == "alto_compiled" else 2)
+    ms = statistics.median(times) * 1e3
+    bound_ms = BYTES_PER_PARAM[name] * n_params / bandwidth * 1e3
+    impl = IMPL.get(name, "fused" if device.type == "cuda" and name == "adamw" else "multi-tensor")
+    return {"bench": "optim", "optimizer": name, "impl": impl, "device": str(device),
+            "params": n_params, "tensors": len(shapes), "ms": round(ms, 3),
+            "bytes_per_param": BYTES_PER_PARAM[name], "bound_ms": round(bound_ms, 3),
+            "ratio_to_bound": round(ms / bound_ms, 2), **record}

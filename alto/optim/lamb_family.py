@@ -14,7 +14,9 @@ See shared/spec/OPTIMIZERS.md section 2. Nothing here reads a tensor value on th
 """
 from __future__ import annotations
 
+import functools
 import math
+from types import ModuleType
 from typing import Callable, Iterable
 
 import torch
@@ -205,23 +207,64 @@ def lamb_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list
             p.add_(u, alpha=-lr)
 
 
+@functools.cache
+def _fused_module() -> ModuleType | str:
+    """alto.optim.fused (imported on first need: it imports Triton), or why it cannot be imported."""
+    try:
+        from . import fused
+    except Exception as err:  # ImportError, or a Triton install that fails on import
+        return f"needs Triton, which cannot be imported ({err!r})"
+    return fused
+
+
+def _fused_unavailable(device: torch.device) -> str | None:
+    module = _fused_module()
+    return module if isinstance(module, str) else module.unavailable_reason(device)
+
+
 class _LambFamily(Optimizer):
     """Shared driver: gather gradients, clip them globally, run the core per group and bucket.
 
     Like the reference (which clips p.grad in place and hands g~ on), step() consumes the
     gradients: it uses their buffers as scratch, so p.grad holds no gradient afterwards. This
     saves two parameter-sized allocations per step; call zero_grad() before the next backward.
+
+    fused=None picks the Triton kernels (alto.optim.fused) when every parameter is a CUDA tensor,
+    Triton works and foreach was not given; True requires them (on the CPU only under
+    TRITON_INTERPRET=1, for tests); False never uses them. Buckets the kernels do not cover
+    (dtypes other than fp32/fp64, non-dense layouts) take the multi-tensor path.
     """
 
     _with_adaptor: bool = False
     _name = "Lamb"
 
-    def __init__(self, params, defaults: dict, *, grad_clip: float | None, foreach: bool | None) -> None:
+    def __init__(self, params, defaults: dict, *, grad_clip: float | None, foreach: bool | None,
+                 fused: bool | None = None) -> None:
         self.grad_clip = check.optional_positive(self._name, "grad_clip", grad_clip)
         self.foreach = True if foreach is None else bool(foreach)
+        if fused is not None and not isinstance(fused, bool):
+            raise ValueError(f"{self._name}: fused must be None, True or False, got {fused!r}")
+        if fused and foreach is False:
+            raise ValueError(f"{self._name}: fused=True contradicts foreach=False (the per-tensor loop); "
+                             "pass one of them")
+        self.fused = fused
+        self._auto_fused = fused is None and foreach is None
         self.collect_stats = False
         self.stats: dict[str, Tensor] = {}
         super().__init__(params, defaults)
+        if fused:
+            for device in {p.device for group in self.param_groups for p in group["params"]}:
+                reason = _fused_unavailable(device)
+                if reason is not None:
+                    raise ValueError(f"{self._name}: fused=True {reason}")
+
+    def _use_fused(self, params: list[Tensor]) -> bool:
+        """Whether this step runs the fused kernels (decided on the host, from devices only)."""
+        if self.fused:
+            return True
+        if not self._auto_fused or not all(p.is_cuda for p in params):
+            return False
+        return _fused_unavailable(params[0].device) is None
 
     def _group_hparams(self, group: dict) -> dict:
         raise NotImplementedError
@@ -252,7 +295,11 @@ class _LambFamily(Optimizer):
             raise RuntimeError(f"{self._name} does not support sparse gradients")
 
         stats = StepStats() if self.collect_stats else None
-        norm, coef = clip_grads_(all_grads, self.grad_clip, foreach=self.foreach)
+        fused = self._use_fused([p for ps in with_grad for p in ps])
+        if fused:  # the kernel scales g by coef as it reads it
+            norm, coef = _fused_module().clip_coefficient(all_grads, self.grad_clip)
+        else:
+            norm, coef = clip_grads_(all_grads, self.grad_clip, foreach=self.foreach)
         if stats is not None:
             stats.add("grad_norm", norm)
             stats.add("clip_coef", coef)
@@ -261,7 +308,7 @@ class _LambFamily(Optimizer):
             if not ps:
                 continue
             hp = self._group_hparams(group)
-            for (device, _), idx in group_by_device_dtype(ps).items():
+            for (device, dtype), idx in group_by_device_dtype(ps).items():
                 if self.foreach:
                     core = lamb_multi_tensor
                     extra = {"block_elems": CPU_BLOCK_ELEMS if device.type == "cpu" else None}
@@ -269,12 +316,21 @@ class _LambFamily(Optimizer):
                     core, extra = lamb_single_tensor, {}
                 bucket = [ps[i] for i in idx]
                 states = [self._state_for(p) for p in bucket]
-                core(bucket, [p.grad for p in bucket],
-                     [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                     [s["step"] for s in states],
-                     [s["a"] for s in states] if self._with_adaptor else None,
-                     [s["prev"] for s in states] if self._with_adaptor else None,
-                     stats=stats, **hp, **extra)
+                lists = [bucket, [p.grad for p in bucket],
+                         [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]]
+                adaptors = [s["a"] for s in states] if self._with_adaptor else None
+                prevs = [s["prev"] for s in states] if self._with_adaptor else None
+                if fused:
+                    module = _fused_module()
+                    if self.fused and (reason := module.unavailable_reason(device)) is not None:
+                        raise RuntimeError(f"{self._name}: fused=True {reason}")
+                    if module.can_fuse(lists + ([adaptors, prevs] if adaptors is not None else [])):
+                        module.lamb_fused(*lists, [s["step"] for s in states], adaptors, prevs,
+                                          clip_coef=coef, stats=stats, **hp)
+                        continue
+                    # not covered by the kernels: clip here, then the multi-tensor path
+                    torch._foreach_mul_(lists[1], coef.to(device=device, dtype=dtype))
+                core(*lists, [s["step"] for s in states], adaptors, prevs, stats=stats, **hp, **extra)
         if stats is not None:
             self.stats = stats.result(alpha=self.param_groups[0].get("alpha"))
         return loss
@@ -288,7 +344,7 @@ class Lamb(_LambFamily):
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
                  eps: float = 1e-6, weight_decay: float = 1e-4, grad_clip: float | None = 1.0,
                  bias_correction: bool = False, trust_ratio: str = "reference",
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, fused: bool | None = None) -> None:
         defaults = dict(
             lr=check.non_negative("Lamb", "lr", lr),
             betas=check.betas("Lamb", betas, ("first moment", "second moment")),
@@ -297,7 +353,7 @@ class Lamb(_LambFamily):
             bias_correction=bool(bias_correction),
             trust_ratio=check.choice("Lamb", "trust_ratio", trust_ratio, TRUST_RATIOS),
         )
-        super().__init__(params, defaults, grad_clip=grad_clip, foreach=foreach)
+        super().__init__(params, defaults, grad_clip=grad_clip, foreach=foreach, fused=fused)
 
     def _group_hparams(self, group: dict) -> dict:
         beta2, beta3 = group["betas"]
@@ -321,7 +377,8 @@ class ALTO(_LambFamily):
                  betas: tuple[float, float, float] = (0.99, 0.9, 0.99), alpha: float = -5.0,
                  eps: float = 1e-6, weight_decay: float = 1e-4, grad_clip: float | None = 1.0,
                  bias_correction: bool = True, trust_ratio: str = "reference",
-                 allow_unstable: bool = False, foreach: bool | None = None) -> None:
+                 allow_unstable: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None) -> None:
         betas = check.betas("ALTO", betas, ("beta1: gradient-difference EMA", "beta2: first moment",
                                             "beta3: second moment"))
         defaults = dict(
@@ -334,7 +391,7 @@ class ALTO(_LambFamily):
             trust_ratio=check.choice("ALTO", "trust_ratio", trust_ratio, TRUST_RATIOS),
             allow_unstable=bool(allow_unstable),
         )
-        super().__init__(params, defaults, grad_clip=grad_clip, foreach=foreach)
+        super().__init__(params, defaults, grad_clip=grad_clip, foreach=foreach, fused=fused)
         for group in self.param_groups:  # groups may override alpha/betas: check each
             b = check.betas("ALTO", group["betas"], ("beta1", "beta2", "beta3"))
             check.alpha_within_bound("ALTO", group["alpha"], b[0], group["allow_unstable"], "betas[0]")
