@@ -8,22 +8,22 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` for the page files
 
-st.set_page_config(page_title="ALTO Lab", page_icon="⛰️", layout="wide")
+st.set_page_config(page_title="ALTO Lab", page_icon=":material/landscape:", layout="wide")
 
 PAGES = Path(__file__).resolve().parent / "sections"  # not "pages/": that name turns on Streamlit's auto-discovery
 navigation = st.navigation({
     "Experiments": [
-        st.Page(PAGES / "home.py", title="Home", icon="🏠", default=True),
-        st.Page(PAGES / "launch.py", title="Launch", icon="🚀"),
-        st.Page(PAGES / "live.py", title="Live", icon="📡"),
-        st.Page(PAGES / "compare.py", title="Compare", icon="📊"),
-        st.Page(PAGES / "gradients.py", title="Gradients", icon="🧭"),
-        st.Page(PAGES / "runs.py", title="Runs", icon="🗂️"),
+        st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
+        st.Page(PAGES / "launch.py", title="Launch", icon=":material/rocket_launch:"),
+        st.Page(PAGES / "live.py", title="Live", icon=":material/monitoring:"),
+        st.Page(PAGES / "compare.py", title="Compare", icon=":material/stacked_line_chart:"),
+        st.Page(PAGES / "gradients.py", title="Gradients", icon=":material/insights:"),
+        st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_rows:"),
     ],
     "Judge": [
-        st.Page(PAGES / "roi.py", title="ROI", icon="💰"),
-        st.Page(PAGES / "landscape.py", title="Landscape", icon="⛰️"),
-        st.Page(PAGES / "flatness.py", title="Flatness", icon="📐"),
+        st.Page(PAGES / "roi.py", title="ROI", icon=":material/savings:"),
+        st.Page(PAGES / "landscape.py", title="Landscape", icon=":material/landscape:"),
+        st.Page(PAGES / "flatness.py", title="Flatness", icon=":material/straighten:"),
     ],
 })
 navigation.run()

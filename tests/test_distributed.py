@@ -99,3 +99,43 @@ def _is_rank(proc: Path, run_id: int) -> bool:
         return b"alto.train" in cmd and str(run_id).encode() in cmd and b"torch.distributed.run" not in cmd
     except OSError:
         return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.slow
+def test_cancelling_a_two_process_run_from_the_supervisor_leaves_no_process(tmp_path):
+    from alto.runner import Supervisor
+
+    store = Store(tmp_path / "runs.db")
+    run_id = queue(store, max_steps=100_000, nproc_per_node=2)
+    supervisor = Supervisor(store, grace_s=10.0)
+    assert supervisor.start()
+    try:
+        deadline = time.monotonic() + 120
+        while (store.get_run(run_id)["last_step"] or 0) < 10:
+            assert time.monotonic() < deadline, store.get_run(run_id)
+            time.sleep(0.2)
+        run = store.get_run(run_id)
+        ranks = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run_id)]
+        assert len(ranks) == 2
+        assert supervisor.cancel(run_id)
+        deadline = time.monotonic() + 60
+        while _group_alive(run["pgid"]) or any(Path(f"/proc/{pid}").exists() for pid in ranks):
+            assert time.monotonic() < deadline, "processes of the cancelled run are still alive"
+            time.sleep(0.2)
+        while store.get_run(run_id)["status"] != "cancelled":
+            assert time.monotonic() < deadline, store.get_run(run_id)["status"]
+            time.sleep(0.2)
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run_id)]
+    finally:
+        supervisor.stop()
+        run = store.get_run(run_id)
+        if run["pgid"] and _group_alive(run["pgid"]):
+            os.killpg(run["pgid"], 9)

@@ -29,6 +29,7 @@ from pathlib import Path
 from alto.store import RUN_FIELDS, Store
 from alto.store.db import write_tx
 from alto.store.store import JOB_FIELDS
+from alto.train.distributed import launch_argv
 
 log = logging.getLogger(__name__)
 
@@ -381,9 +382,11 @@ class Supervisor:
         log_path = self.log_dir / f"run_{run_id}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("OMP_NUM_THREADS", "1")  # runs set torch threads from their config
-        if gpu is not None:
+        config = run.get("config") or {}
+        # a torchrun run (several processes) uses every GPU of the machine, not its slot's one
+        if gpu is not None and (config.get("nproc_per_node") or 1) <= 1:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        argv = [self.python, "-m", "alto.train", str(run_id), "--db", str(self.db_path)]
+        argv = launch_argv(run_id, str(self.db_path), config, self.python)
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as out:
