@@ -235,3 +235,19 @@ def test_fused_option_is_validated(monkeypatch):
     monkeypatch.setattr(fused, "lamb_fused", lambda *a, **k: pytest.fail("fused path taken"))
     p.grad = torch.randn(3)
     opt.step()
+
+
+def test_auto_mode_self_test_accepts_agreeing_kernels_and_refuses_broken_ones(monkeypatch):
+    from alto.optim import lamb_family
+
+    lamb_family._SELF_TESTS.clear()
+    assert lamb_family._fused_self_test(ALTO, torch.device("cpu")) is None  # interpreter: kernels agree
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX compilation failed")
+
+    monkeypatch.setattr(fused, "lamb_fused", broken)
+    lamb_family._SELF_TESTS.clear()
+    reason = lamb_family._fused_self_test(ALTO, torch.device("cpu"))
+    assert reason is not None and "PTX compilation failed" in reason
+    lamb_family._SELF_TESTS.clear()

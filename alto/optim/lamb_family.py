@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from types import ModuleType
 from typing import Callable, Iterable
 
@@ -217,6 +218,39 @@ def _fused_module() -> ModuleType | str:
     return fused
 
 
+_SELF_TESTS: dict[tuple[str, str], str | None] = {}
+
+
+def _fused_self_test(cls: type, device: torch.device) -> str | None:
+    """Before `fused=None` trusts the kernels on a device, run them once there against the
+    multi-tensor path on small tensors (compilation and numbers); returns why not, or None.
+
+    Done once per (optimizer class, device) and per process; it costs a few tiny launches.
+    """
+    key = (cls.__name__, str(device))
+    if key not in _SELF_TESTS:
+        try:
+            gen = torch.Generator(device=device).manual_seed(0)
+            shapes = [(7,), (33, 5), (1,), (4096,)]
+            start = [torch.randn(s, device=device, generator=gen) for s in shapes]
+            grads = [[torch.randn(s, device=device, generator=gen) for s in shapes] for _ in range(3)]
+            results = []
+            for fused in (True, False):
+                params = [t.clone().requires_grad_() for t in start]
+                opt = cls([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}], lr=0.01,
+                          fused=fused, foreach=None if fused else True)
+                for g in grads:
+                    for p, gi in zip(params, g):
+                        p.grad = gi.clone()
+                    opt.step()
+                results.append([p.detach() for p in params])
+            ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(*results))
+            _SELF_TESTS[key] = None if ok else "the kernels disagree with the multi-tensor path"
+        except Exception as err:  # noqa: BLE001 - any failure means: do not use them here
+            _SELF_TESTS[key] = f"{type(err).__name__}: {err}"[:500]
+    return _SELF_TESTS[key]
+
+
 def _fused_unavailable(device: torch.device) -> str | None:
     module = _fused_module()
     return module if isinstance(module, str) else module.unavailable_reason(device)
@@ -264,7 +298,14 @@ class _LambFamily(Optimizer):
             return True
         if not self._auto_fused or not all(p.is_cuda for p in params):
             return False
-        return _fused_unavailable(params[0].device) is None
+        if _fused_unavailable(params[0].device) is not None:
+            return False
+        reason = _fused_self_test(type(self), params[0].device)
+        if reason is not None:
+            warnings.warn(f"{self._name}: fused kernels disabled on {params[0].device}, using the "
+                          f"multi-tensor path: {reason}", RuntimeWarning, stacklevel=3)
+            self._auto_fused = False
+        return reason is None
 
     def _group_hparams(self, group: dict) -> dict:
         raise NotImplementedError
