@@ -90,11 +90,13 @@ LAMB_FAMILY_CASES = {
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("path", ["multi-tensor", "multi-tensor-chunked", "per-tensor"])
+@pytest.mark.parametrize("path", ["multi-tensor", "multi-tensor-chunked", "multi-tensor-unchunked", "per-tensor"])
 @pytest.mark.parametrize("case", sorted(LAMB_FAMILY_CASES))
 def test_lamb_family_matches_plain_loop(case, path, dtype, monkeypatch):
     if path == "multi-tensor-chunked":  # cut every tensor into 5-element views, blocks of 5
         monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", 5)
+    if path == "multi-tensor-unchunked":  # the CUDA layout: all tensors in one block
+        monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", None)
     foreach = path != "per-tensor"
     make_fast, make_plain = LAMB_FAMILY_CASES[case]
     fast = run_fast(lambda g: make_fast(g, foreach), dtype)

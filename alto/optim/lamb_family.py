@@ -145,14 +145,16 @@ def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[
 
     ratio = None
     if need_norms:
-        owner_index = torch.tensor(owners, device=params[0].device)
-        n = len(params)
-        p_norm = torch.zeros(n, device=params[0].device, dtype=p_sq[0].dtype).index_add_(
-            0, owner_index, torch.stack(p_sq).square()).sqrt()
-        u_norm = torch.zeros_like(p_norm).index_add_(0, owner_index, torch.stack(u_sq).square()).sqrt()
+        p_norm, u_norm = torch.stack(p_sq), torch.stack(u_sq)
+        if block_elems is not None:  # chunk norms -> tensor norms (CPU only: the index is built on the host)
+            owner_index = torch.tensor(owners, device=params[0].device)
+            p_norm = torch.zeros(len(params), device=p_norm.device, dtype=p_norm.dtype).index_add_(
+                0, owner_index, p_norm.square()).sqrt()
+            u_norm = torch.zeros_like(p_norm).index_add_(0, owner_index, u_norm.square()).sqrt()
     if apply_ratio:
         ratio = _trust_ratio(p_norm, u_norm, trust_ratio)
-        scales = (ratio * -lr)[owner_index].unbind(0)
+        scales = ratio * -lr
+        scales = (scales if block_elems is None else scales[owner_index]).unbind(0)
 
     for block in blocks:  # pass 2
         p, u = [ps[j] for j in block], [us[j] for j in block]
