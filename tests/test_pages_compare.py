@@ -203,9 +203,14 @@ def test_runs_edit_notes_and_tags_persist(own_db):
     assert "<b>kept as text</b> **not markdown**" in at.dataframe[0].value["notes"].tolist()
 
 
-def test_runs_delete_run_asks_then_deletes(own_db):
+def test_runs_delete_run_asks_then_deletes(own_db, filled_db):
     at = ok(page("runs"))
     run_id = Store(own_db).list_runs()[0]["id"]
+    from alto.train.run import checkpoint_dir
+    import shutil
+    files = checkpoint_dir(Store(own_db), run_id)
+    shutil.copytree(checkpoint_dir(Store(filled_db), run_id), files)  # the run's final weights
+    assert (files / "final.pt").exists()
     labelled(at.button, f"Delete run #{run_id}…").click()
     ok(at.run())
     assert "cannot be undone" in texts(at.warning)
@@ -217,6 +222,7 @@ def test_runs_delete_run_asks_then_deletes(own_db):
     assert store.raw_metrics([run_id]).empty
     assert len(at.dataframe[0].value) == 7
     assert f"Deleted run #{run_id}" in texts(at.success)
+    assert not files.exists()  # its checkpoints went with it
 
 
 def test_runs_delete_experiment_can_be_cancelled_then_done(own_db):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -37,6 +38,14 @@ class StopFlag:
 
 def checkpoint_dir(store: Store, run_id: int) -> Path:
     return Path(store.path).parent / "checkpoints" / Path(store.path).stem / f"run_{run_id}"
+
+
+def remove_run_files(store: Store, runs: list[dict]) -> None:
+    """Delete what deleted runs left on disk: their checkpoints and their log files."""
+    for run in runs:
+        shutil.rmtree(checkpoint_dir(store, run["id"]), ignore_errors=True)
+        if run.get("log_path"):
+            Path(run["log_path"]).unlink(missing_ok=True)
 
 
 def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, dist_ctx=None) -> str:

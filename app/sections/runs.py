@@ -7,6 +7,7 @@ import streamlit as st
 
 from alto.analysis import views
 from alto.runner import log_tail
+from alto.train.run import remove_run_files
 from common import STATUS_ICONS, experiment_label, store, supervisor, when
 
 CONFIRM = "runs_confirm_delete"  # session key: ("run" | "experiment", id) awaiting confirmation
@@ -116,6 +117,7 @@ if pending is not None:
                 s.delete_run(pending[1])
             else:
                 s.delete_experiment(pending[1])
+            remove_run_files(s, [now.get(r["id"], r) for r in doomed])
             st.session_state[FLASH] = f"Deleted {what}."
             st.rerun()
     if no.button("Cancel"):
