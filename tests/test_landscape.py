@@ -212,3 +212,21 @@ def test_bad_inputs_name_the_field():
 def test_divergence_is_reported_not_raised():
     tr = run_trajectory("rosenbrock", "gd", steps=50, lr=1.0)
     assert tr.diverged_at is not None and np.isnan(tr.positions[tr.diverged_at:]).all()
+
+
+def test_explorer_figures_and_rows_for_2d_and_1d():
+    from alto.analysis.landscape import LANDSCAPES, grid, run_trajectory, trajectory_rows
+    from alto.plots.landscape import explorer_figures
+
+    for name, keys in (("squared_cardioid", {"main", "loss", "a", "valley"}), ("f1", {"main", "loss", "a", "position"})):
+        ls = LANDSCAPES[name]
+        runs = {"GD" if ls.dim == 2 else "Adam": run_trajectory(ls, "gd" if ls.dim == 2 else "adam", steps=50, lr=0.01),
+                "E-GD" if ls.dim == 2 else "ALTO": run_trajectory(ls, "e_gd" if ls.dim == 2 else "alto", steps=50,
+                                                                   lr=0.01, alpha=-20.0 if ls.dim == 2 else -80.0)}
+        figures = explorer_figures(ls, runs, grid(ls, 40))
+        assert keys <= {k for k, f in figures.items() if f is not None}
+        names = " ".join(t.name or "" for t in figures["main"].data)
+        assert all(label in names for label in runs)
+        rows = trajectory_rows(runs, ls.dim)
+        assert [r["optimizer"] for r in rows] == list(runs)
+        assert ("distance along valley" in rows[0]) == (ls.dim == 2)

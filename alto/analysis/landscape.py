@@ -569,3 +569,14 @@ def grid(landscape: str | Landscape, n: int = 200, *, log: bool = False,
         lo, hi = np.nanmin(Z), np.nanmax(Z)
         Z = np.log10(Z - lo + (1e-6 * (hi - lo) if hi > lo else 1.0))
     return X, Y, Z
+
+
+def trajectory_rows(runs: dict[str, "Trajectory"], dim: int) -> list[dict]:
+    """One summary row per optimizer: lr, where it ended, final loss, distance along the valley."""
+    rows = [{"optimizer": k, "lr": t.settings["lr"], "final position": ", ".join(f"{v:.4g}" for v in t.positions[-1]),
+             "final loss": t.losses[-1], "distance along valley": t.valley_arc_length,
+             "diverged at step": "-" if t.diverged_at is None else str(t.diverged_at)} for k, t in runs.items()]
+    if dim == 1:
+        for row in rows:
+            del row["distance along valley"]
+    return rows

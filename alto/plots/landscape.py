@@ -6,6 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ._common import MAX_POINTS, downsample_indices, layout
+from .charts import bar_with_ci
+from .curves import runs_overlay
 from .palette import color_for
 
 
@@ -109,3 +111,64 @@ def contour_with_paths(
     fig.update_layout(hovermode="closest")
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
+
+
+def explorer_figures(ls, runs: dict, grid_arrays: tuple) -> dict[str, go.Figure | None]:
+    """The landscape page's figures from its trajectories: the surface (contour with paths and
+    an animation slider, or the 1-D curve with visited points), loss and ‖a‖ over steps, and
+    the distance along the valley (2-D) or the position over steps (1-D).
+
+    `ls` is an alto.analysis.landscape.Landscape, `runs` maps a label to its Trajectory and
+    `grid_arrays` is what alto.analysis.landscape.grid returned for `ls`.
+    """
+    paths = {k: t.positions[np.isfinite(t.positions).all(axis=1)] for k, t in runs.items()}
+    if ls.dim == 2:
+        X, Y, Z = grid_arrays
+        main = contour_with_paths(X, Y, Z, paths, ls.title, log_z=True, z_floor=1e-8)
+        # a light surface with faint contour lines, so the coloured paths stand out
+        main.data[0].update(colorscale=[[0, "#ffffff"], [0.6, "#e4e4e4"], [1, "#9c9c9c"]],
+                            line=dict(width=0.5, color="rgba(0, 0, 0, 0.25)"))
+        main.update_layout(height=640)
+        if ls.valley_curve is not None:
+            curve = ls.valley_curve(np.linspace(0, 1, 400))
+            main.add_trace(go.Scatter(x=curve[:, 0], y=curve[:, 1], mode="lines", name="valley floor",
+                                      line=dict(color="#999", dash="dot", width=1), hoverinfo="skip"))
+        if ls.minima:
+            m = np.array(ls.minima)
+            main.add_trace(go.Scatter(x=m[:, 0], y=m[:, 1], mode="markers", name="minima",
+                                      marker=dict(symbol="x", size=9, color="black")))
+        main.update_xaxes(range=list(ls.bounds[0]))
+        main.update_yaxes(range=list(ls.bounds[1]))
+    else:
+        x, _, z = grid_arrays
+        main = runs_overlay({"f(x)": (x, z)}, title=ls.title, x_label="x", y_label="f(x)")
+        main.data[0].line.color = "#555"
+        for label, t in runs.items():
+            keep = downsample_indices(len(paths[label]), 300)
+            px = paths[label][keep, 0]
+            main.add_trace(go.Scatter(x=px, y=t.losses[keep], mode="markers", name=f"{label} visited",
+                                      marker=dict(color=color_for(label), size=5, opacity=0.35)))
+            main.add_trace(go.Scatter(x=px[-1:], y=t.losses[keep][-1:], mode="markers", name=f"{label} end",
+                                      marker=dict(color=color_for(label), size=13, line=dict(color="white", width=1))))
+        main.update_layout(hovermode="closest")
+    steps_x = {k: np.arange(len(t.losses)) for k, t in runs.items()}
+    losses = np.concatenate([t.losses for t in runs.values()])
+    a_norms = {k: (steps_x[k][1:], t.a_norms) for k, t in runs.items() if np.isfinite(t.a_norms).any()}
+    figures = {"main": main,
+               "loss": runs_overlay({k: (steps_x[k], t.losses) for k, t in runs.items()}, title="Loss",
+                                    x_label="step", y_label="f", log_y=bool(np.nanmin(losses) >= 0)),
+               "a": runs_overlay(a_norms, title="‖a‖ (E's history)", x_label="step", y_label="‖a‖",
+                                 log_y=True) if a_norms else None}
+    if ls.dim == 1:
+        figures["position"] = runs_overlay({k: (steps_x[k], t.positions[:, 0]) for k, t in runs.items()},
+                                           title="Position over steps", x_label="step", y_label="x")
+    else:
+        labels = list(runs)
+        figures["valley"] = bar_with_ci(labels, [runs[k].valley_arc_length for k in labels],
+                                        [None] * len(labels), [None] * len(labels),
+                                        title="Distance along the valley" if ls.valley_curve
+                                        else f"Distance where f < {ls.valley_tol:g}", y_label="distance")
+    for key in ("loss", "a", "position", "valley"):
+        if figures.get(key) is not None:
+            figures[key].update_layout(showlegend=False)  # colours as in the main plot
+    return figures

@@ -1,12 +1,10 @@
 """Landscape explorer: the library's optimizers on toy test functions (CPU, cached per input)."""
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from alto.analysis.downsample import downsample_indices
-from alto.analysis.landscape import E_WRAPPED, GD_SCALE, LANDSCAPES, grid, run_trajectory, stability_bound
-from alto.plots import bar_with_ci, color_for, contour_with_paths, runs_overlay
+from alto.analysis.landscape import (E_WRAPPED, GD_SCALE, LANDSCAPES, grid, run_trajectory, stability_bound,
+                                     trajectory_rows)
+from alto.plots.landscape import explorer_figures
 
 LABELS = {"gd": "GD", "sgd": "SGD", "adam": "Adam", "e_gd": "E-GD", "e_sgd": "E-SGD", "e_adam": "E-Adam",
           "alto": "ALTO", "lamb": "Lamb", "lion": "LION"}
@@ -37,63 +35,8 @@ def explore(name: str, optimizers: tuple, lr_gd: float, lr_adaptive: float, alph
         runs[LABELS[opt]] = run_trajectory(ls, opt, steps=steps, lr=lr_gd if opt in GD_SCALE else lr_adaptive,
                                            alpha=alpha, beta1=beta1, noise=noise, seed=seed, start=start,
                                            extra=extra)
-    paths = {k: t.positions[np.isfinite(t.positions).all(axis=1)] for k, t in runs.items()}
-    if ls.dim == 2:
-        X, Y, Z = grid(ls, 160)
-        main = contour_with_paths(X, Y, Z, paths, ls.title, log_z=True, z_floor=1e-8)
-        # a light surface with faint contour lines, so the coloured paths stand out
-        main.data[0].update(colorscale=[[0, "#ffffff"], [0.6, "#e4e4e4"], [1, "#9c9c9c"]],
-                            line=dict(width=0.5, color="rgba(0, 0, 0, 0.25)"))
-        main.update_layout(height=640)
-        if ls.valley_curve is not None:
-            curve = ls.valley_curve(np.linspace(0, 1, 400))
-            main.add_trace(go.Scatter(x=curve[:, 0], y=curve[:, 1], mode="lines", name="valley floor",
-                                      line=dict(color="#999", dash="dot", width=1), hoverinfo="skip"))
-        if ls.minima:
-            m = np.array(ls.minima)
-            main.add_trace(go.Scatter(x=m[:, 0], y=m[:, 1], mode="markers", name="minima",
-                                      marker=dict(symbol="x", size=9, color="black")))
-        main.update_xaxes(range=list(ls.bounds[0]))
-        main.update_yaxes(range=list(ls.bounds[1]))
-    else:
-        x, _, z = grid(ls, 600)
-        main = runs_overlay({"f(x)": (x, z)}, title=ls.title, x_label="x", y_label="f(x)")
-        main.data[0].line.color = "#555"
-        for label, t in runs.items():
-            keep = downsample_indices(len(paths[label]), 300)
-            px = paths[label][keep, 0]
-            main.add_trace(go.Scatter(x=px, y=t.losses[keep], mode="markers", name=f"{label} visited",
-                                      marker=dict(color=color_for(label), size=5, opacity=0.35)))
-            main.add_trace(go.Scatter(x=px[-1:], y=t.losses[keep][-1:], mode="markers", name=f"{label} end",
-                                      marker=dict(color=color_for(label), size=13, line=dict(color="white", width=1))))
-        main.update_layout(hovermode="closest")
-    steps_x = {k: np.arange(len(t.losses)) for k, t in runs.items()}
-    losses = np.concatenate([t.losses for t in runs.values()])
-    a_norms = {k: (steps_x[k][1:], t.a_norms) for k, t in runs.items() if np.isfinite(t.a_norms).any()}
-    figures = {"main": main,
-               "loss": runs_overlay({k: (steps_x[k], t.losses) for k, t in runs.items()}, title="Loss",
-                                    x_label="step", y_label="f", log_y=bool(np.nanmin(losses) >= 0)),
-               "a": runs_overlay(a_norms, title="‖a‖ (E's history)", x_label="step", y_label="‖a‖",
-                                 log_y=True) if a_norms else None}
-    if ls.dim == 1:
-        figures["position"] = runs_overlay({k: (steps_x[k], t.positions[:, 0]) for k, t in runs.items()},
-                                           title="Position over steps", x_label="step", y_label="x")
-    else:
-        labels = list(runs)
-        figures["valley"] = bar_with_ci(labels, [runs[k].valley_arc_length for k in labels],
-                                        [None] * len(labels), [None] * len(labels),
-                                        title="Distance along the valley" if ls.valley_curve
-                                        else f"Distance where f < {ls.valley_tol:g}", y_label="distance")
-    for key in ("loss", "a", "position", "valley"):
-        if figures.get(key) is not None:
-            figures[key].update_layout(showlegend=False)  # colours as in the main plot
-    rows = [{"optimizer": k, "lr": t.settings["lr"], "final position": ", ".join(f"{v:.4g}" for v in t.positions[-1]),
-             "final loss": t.losses[-1], "distance along valley": t.valley_arc_length,
-             "diverged at step": "-" if t.diverged_at is None else str(t.diverged_at)} for k, t in runs.items()]
-    if ls.dim == 1:
-        for row in rows:
-            del row["distance along valley"]
-    return {"figures": figures, "rows": rows}
+    grid_arrays = grid(ls, 160 if ls.dim == 2 else 600)
+    return {"figures": explorer_figures(ls, runs, grid_arrays), "rows": trajectory_rows(runs, ls.dim)}
 
 
 st.title("Landscape explorer")
