@@ -389,8 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sqlite3
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except sqlite3.DatabaseError as err:  # opened fine, but a page of the file is damaged
+        raise SystemExit(f"alto: the database {getattr(args, 'db', '')} is damaged ({err}); "
+                         "PRAGMA integrity_check says where. Use another --db or restore a backup.") from None
 
 
 if __name__ == "__main__":

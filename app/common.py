@@ -5,6 +5,7 @@ Pages stay thin: widgets in, alto.* query/analysis functions called, figures out
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -38,9 +39,14 @@ def store() -> Store:
     """The database, or a clear error page (never a traceback) when it cannot be used."""
     path = db_path()
     try:
-        return _store(path)
-    except StoreError as err:
-        st.error(f"**The database cannot be used.** {err}")
+        s = _store(path)
+        s.list_experiments()  # a file that opens but whose pages are damaged fails here, not mid-page
+        return s
+    except (StoreError, sqlite3.DatabaseError) as err:
+        damaged = isinstance(err, sqlite3.DatabaseError)
+        st.error(f"**The database cannot be used.** {path}: "
+                 + (f"the file is damaged ({err}); `sqlite3 {path} 'PRAGMA integrity_check'` says where."
+                    if damaged else str(err)))
         st.info("Start the app with another database: `ALTO_DB=/path/to/new.db make app`, "
                 "or move the file aside.")
         st.stop()

@@ -36,11 +36,18 @@ def _float(name: str, value: Any, lo: float, hi: float | None = None, *, lo_open
            allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
     ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
     if not ok:
         bound = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
         _fail(name, f"a finite number {bound}" + (" or None" if allow_none else ""), value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _choice(name: str, value: Any, allowed) -> None:

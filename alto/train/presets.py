@@ -55,7 +55,7 @@ def load_preset(name_or_path: str | Path, directory: Path = PRESET_DIR) -> Prese
             raise ValueError(f"preset must be one of {preset_names(directory)} or a .toml path, got {name_or_path!r}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
         raise ValueError(f"preset {path}: cannot read it as TOML: {err}") from None
     return parse_preset(data, default_name=path.stem)
 
@@ -71,6 +71,13 @@ def parse_preset(data: dict, default_name: str = "custom") -> Preset:
     for key in ("name", "title", "source", "description"):
         if key in data and not isinstance(data[key], str):
             raise ValueError(f"preset: {key} must be a string")
+    if not all(isinstance(name, str) for name in data.get("optimizers", [])):
+        raise ValueError("preset: optimizers must be a list of optimizer names (strings)")
+    for name, settings in data.get("optimizer", {}).items():
+        if not isinstance(settings, dict):
+            raise ValueError(f"preset: optimizer.{name} must be a table of settings")
+    if not isinstance(data.get("run", {}).get("hparams", {}), dict):
+        raise ValueError("preset: run.hparams must be a table of optimizer hyper-parameters")
     preset = Preset(
         name=data.get("name", default_name), title=data.get("title", data.get("name", default_name)),
         source=data.get("source", "ours"), description=" ".join(data.get("description", "").split()),

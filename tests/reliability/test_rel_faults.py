@@ -192,12 +192,7 @@ def _make_file(kind: str, folder: Path) -> Path:
 
 
 BAD_FILES = ["foreign-sqlite", "random-bytes", "damaged-header", "truncated", "damaged-schema", "damaged-migrations",
-             pytest.param("damaged-data-pages", marks=pytest.mark.xfail(strict=False, reason=(
-                 "PRODUCT BUG: an ALTO database whose schema and migrations pages are intact but whose "
-                 "experiments/runs pages are damaged passes Store(); the first query then raises "
-                 "sqlite3.DatabaseError 'database disk image is malformed' uncaught, so `alto ls` prints a "
-                 "traceback and the home page shows an exception instead of a clear error (StoreError is "
-                 "only raised while opening the file, not by later queries)")))]
+             "damaged-data-pages"]  # opens (schema intact), fails on the first real query
 
 
 @pytest.mark.parametrize("kind", BAD_FILES)
@@ -214,8 +209,9 @@ def test_damaged_or_foreign_file_is_refused_clearly(kind, tmp_path, monkeypatch)
     # both surfaces first, then the verdicts (so a failure reports on both)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and not exceptions, (proc.stderr[-1500:], exceptions)
-    assert "not an ALTO Lab database" in proc.stderr, proc.stderr[-2000:]
-    assert at.error and "not an ALTO Lab database" in at.error[0].value
+    expected = "is damaged" if kind == "damaged-data-pages" else "not an ALTO Lab database"
+    assert expected in proc.stderr, proc.stderr[-2000:]
+    assert at.error and expected in at.error[0].value
     if kind in ("foreign-sqlite", "random-bytes"):
         assert path.read_bytes() == before  # a foreign file is not touched
     print(f"\nFAULT {kind}: alto ls rc={proc.returncode} {proc.stderr.strip()[:160]!r}; home page error shown")

@@ -4,8 +4,8 @@ Contract under test: an input is either accepted or rejected with a ValueError w
 the offending field; never another exception type. derandomize=True and no example database, so CI
 sees the same examples every time. Each test prints how many examples it ran.
 
-Known product bugs are kept OUT of the broad strategies (so they keep guarding everything else)
-and pinned by their own xfail tests at the end of this file:
+Inputs that once escaped as other exceptions are kept out of the broad strategies and have their
+own regression tests at the end of this file:
   * integers beyond float range in float fields -> OverflowError (RunConfig, RoiInputs);
   * preset shapes that crash expand(): a table/array as an optimizer name, a non-table
     [optimizer.NAME], a non-table run.hparams -> TypeError;
@@ -340,36 +340,23 @@ def test_roi_inputs_random_fields():
     assert sum(outcome.values()) >= 100 and outcome["accepted"] and outcome["ValueError"]
 
 
-# -- known product bugs, pinned one by one -------------------------------------------------------------
+# -- inputs that once escaped as other exceptions (fixed; kept as regression tests) -------------------------------------------------------------
 
 HUGE = 10 ** 400  # a valid Python int, and a valid TOML integer for tomllib, beyond float range
 
 
-@pytest.mark.xfail(strict=False, raises=OverflowError, reason=(
-    "PRODUCT BUG: RunConfig's _float check calls math.isfinite(value) on an int beyond float range, "
-    "which raises OverflowError ('int too large to convert to float') instead of a ValueError naming "
-    "the field (lr, epochs, gamma, val_fraction)"))
 @pytest.mark.parametrize("field", ["lr", "epochs", "gamma", "val_fraction"])
 def test_runconfig_huge_int_in_a_float_field_is_a_value_error(field):
     with pytest.raises(ValueError, match=field):
         RunConfig(**{field: HUGE})
 
 
-@pytest.mark.xfail(strict=False, raises=OverflowError, reason=(
-    "PRODUCT BUG: RoiInputs' _number calls float(value) on an int beyond float range, which raises "
-    "OverflowError instead of a ValueError naming the field"))
 @pytest.mark.parametrize("field", ["speedup", "gpu_hourly_price", "gpus_per_job", "jobs_per_year"])
 def test_roi_huge_int_is_a_value_error(field):
     with pytest.raises(ValueError, match=field):
         RoiInputs(**{**ROI_GOOD, field: HUGE})
 
 
-@pytest.mark.xfail(strict=False, raises=TypeError, reason=(
-    "PRODUCT BUG: presets.expand() uses each optimizers entry as a dict key and calls "
-    "dict(preset.optimizer[name]) before checking it is a table, so `optimizers = [{}]` / `[[1]]` "
-    "(TypeError: unhashable type), `[optimizer] alto = 5` (TypeError: 'int' object is not iterable) "
-    "and `[run] hparams = 5` (TypeError: 'int' object is not a mapping) escape as TypeError instead of "
-    "a ValueError naming the key"))
 @pytest.mark.parametrize("text", [
     'optimizers = [{}]\n',
     'optimizers = [[1]]\n',
@@ -383,10 +370,6 @@ def test_preset_shapes_that_crash_expand_are_value_errors(text, tmp_path):
         load_preset(path)
 
 
-@pytest.mark.xfail(strict=False, raises=RecursionError, reason=(
-    "PRODUCT BUG: load_preset catches OSError/UnicodeDecodeError/TOMLDecodeError only; a deeply "
-    "nested TOML document (e.g. `x = [[[[...` 5,000 deep) makes tomllib raise RecursionError, "
-    "which escapes instead of 'cannot read it as TOML'"))
 @pytest.mark.parametrize("text", ["x = " + "[" * 5000, "x = " + "{a=" * 3000], ids=["arrays", "inline-tables"])
 def test_deeply_nested_toml_is_a_value_error(text, tmp_path):
     path = tmp_path / "deep.toml"
