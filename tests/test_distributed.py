@@ -74,7 +74,7 @@ def test_two_gloo_ranks_match_one_process_and_only_rank_0_writes(tmp_path):
     ranks: set[int] = set()
     while proc.poll() is None:
         holders |= db_holders(store.path)
-        ranks |= {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, ddp)}
+        ranks |= {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, ddp, store.path)}
         time.sleep(0.1)
     output = proc.stdout.read().decode()
     assert proc.returncode == 0, output
@@ -93,10 +93,12 @@ def test_two_gloo_ranks_match_one_process_and_only_rank_0_writes(tmp_path):
     assert holders == {run["pid"]}, f"processes that opened the database: {holders}, rank 0: {run['pid']}"
 
 
-def _is_rank(proc: Path, run_id: int) -> bool:
+def _is_rank(proc: Path, run_id: int, db: Path) -> bool:
+    """A rank process of this run of this test's database (other tests may run `alto.train 1` too)."""
     try:
         cmd = (proc / "cmdline").read_bytes().split(b"\0")
-        return b"alto.train" in cmd and str(run_id).encode() in cmd and b"torch.distributed.run" not in cmd
+        return (b"alto.train" in cmd and str(run_id).encode() in cmd and str(db).encode() in cmd
+                and b"torch.distributed.run" not in cmd)
     except OSError:
         return False
 
@@ -123,7 +125,7 @@ def test_cancelling_a_two_process_run_from_the_supervisor_leaves_no_process(tmp_
             assert time.monotonic() < deadline, store.get_run(run_id)
             time.sleep(0.2)
         run = store.get_run(run_id)
-        ranks = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run_id)]
+        ranks = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run_id, store.path)]
         assert len(ranks) == 2
         assert supervisor.cancel(run_id)
         deadline = time.monotonic() + 60
@@ -133,7 +135,7 @@ def test_cancelling_a_two_process_run_from_the_supervisor_leaves_no_process(tmp_
         while store.get_run(run_id)["status"] != "cancelled":
             assert time.monotonic() < deadline, store.get_run(run_id)["status"]
             time.sleep(0.2)
-        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run_id)]
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run_id, store.path)]
     finally:
         supervisor.stop()
         run = store.get_run(run_id)
