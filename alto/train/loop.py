@@ -79,7 +79,9 @@ class Plan:
         self.samples_per_epoch = samples_per_epoch
         self.peak_lr = scaled_lr(config.base_lr, self.batch, config.base_batch, config.lr_scaling)
         self.eval_every = config.eval_every or max(1, self.total_steps // 20)
-        self.detail_every = max(1, self.total_steps // 200)  # per-layer ratios, curvature, optimizer time
+        # per-layer ratios, the curvature along a step (two parameter copies) and synchronised
+        # optimizer timing: about 200 times a run, and never more often than every 10th step
+        self.detail_every = max(10, self.total_steps // 200)
 
 
 def _image_loss(model: nn.Module, data: ImageData, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
