@@ -54,7 +54,9 @@ def store() -> Store:
 
 def supervisor() -> Supervisor:
     store()  # surfaces a bad database first
-    return _supervisor(db_path())
+    sup = _supervisor(db_path())
+    sup.start()  # no-op while its loop runs; restarts one that was stopped
+    return sup
 
 
 def when(ts: float | None) -> str:

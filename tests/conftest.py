@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # test-only helpers such as optim_reference
 sys.path.insert(0, str(ROOT / "app"))            # `common`, as the pages import it
 
+@pytest.fixture(autouse=True)
+def _stop_supervisors():
+    """Pages start a supervisor thread (through st.cache_resource) on the test's database; stop
+    them after each test, or they poll deleted files and hold locks when a later test forks."""
+    yield
+    from alto.runner import Supervisor
+    Supervisor.stop_all()
+
+
 TINY_RUN = {"dataset": "digits", "model": "mlp", "device": "cpu", "threads": 1, "data_limit": 512,
             "epochs": 1000, "max_steps": 30, "batch_size": 128, "model_kwargs": {"hidden": [32]}}
 

@@ -20,7 +20,9 @@ from alto.store.db import configure, open_raw
 from alto.store.migrations import migrate
 
 # fork keeps child start-up cheap on the 2-core CI; the children open their own connections.
-CTX = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+# spawn, not fork: by the time this runs in the full suite the test process has other threads
+# (Streamlit, supervisors), and a fork can copy one of their locks held (a deadlocked child)
+CTX = mp.get_context("spawn")
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ JOB_MODULES = {"flatness": "alto.analysis.flatness_job"}  # job kind -> module r
 # Children of supervisors that were stopped in this process: still reaped by any later tick,
 # so a long-lived app never collects zombies.
 _orphans: list[subprocess.Popen] = []
+_started: weakref.WeakSet = weakref.WeakSet()  # supervisors whose loop thread was started
 _orphans_lock = threading.Lock()
 
 
@@ -226,7 +228,14 @@ class Supervisor:
             self._stop.clear()
             self._thread = threading.Thread(target=self.serve, name="alto-supervisor", daemon=True)
             self._thread.start()
+            _started.add(self)
         return leader
+
+    @staticmethod
+    def stop_all() -> None:
+        """Stop every supervisor loop started in this process (their runs keep running)."""
+        for supervisor in list(_started):
+            supervisor.stop()
 
     def serve(self) -> None:
         """Tick every poll_s until request_stop()/stop() (the loop of start() and `alto worker`)."""
