@@ -27,9 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from alto.store import RUN_FIELDS, Store
-from alto.store.db import write_tx
-from alto.store.store import JOB_FIELDS
+from alto.store import Store
 from alto.train.distributed import launch_argv
 
 log = logging.getLogger(__name__)
@@ -338,12 +336,12 @@ class Supervisor:
             self._update_if(run["id"], ("stalled",), status="running")
 
     def _record_death(self, run: dict, child: _Child | None, now: float) -> None:
+        if child is not None and child.cancelled:
+            return  # the cancel thread records the ending (and whether it had to kill) once the group is gone
         run_id, tail = run["id"], log_tail(run["log_path"])
         shown = f"\n\nLast lines of {run['log_path']}:\n{tail}" if tail else ""
         code = child.popen.returncode if child else None
-        if child is not None and child.cancelled:
-            status, error = "cancelled", "cancelled: the run process was stopped before it could record it"
-        elif code is not None and code > 0:
+        if code is not None and code > 0:
             status, error = "failed", f"the run process exited with code {code} before recording a result"
         elif code is not None and code < 0:
             status = "crashed"
@@ -363,20 +361,7 @@ class Supervisor:
             log.info("run %s: %s (%s)", run_id, status, error.splitlines()[0])
 
     def _update_if(self, run_id: int, expected: tuple[str, ...], **fields: object) -> bool:
-        """Update a run only while its status is one of `expected`.
-
-        The run process writes its own final status at any moment; a plain update could
-        overwrite `finished` with `stalled` or `crashed`.
-        """
-        for name in fields:
-            if name not in RUN_FIELDS:
-                raise ValueError(f"unknown run field {name!r}")
-        sets = ", ".join(f"{name} = ?" for name in fields)
-        marks = ",".join("?" * len(expected))
-        with write_tx(self.store.connection()) as conn:
-            cur = conn.execute(f"UPDATE runs SET {sets} WHERE id = ? AND status IN ({marks})",
-                               [*fields.values(), run_id, *expected])
-        return cur.rowcount > 0
+        return self.store.update_run_if(run_id, expected, **fields)
 
     # -- launch --------------------------------------------------------------------
 
@@ -461,16 +446,7 @@ class Supervisor:
             log.info("job %s: %s (%s)", job["id"], status, error.splitlines()[0])
 
     def _update_job_if(self, job_id: int, expected: tuple[str, ...], **fields: object) -> bool:
-        """Update a job only while its status is one of `expected` (see _update_if)."""
-        for name in fields:
-            if name not in JOB_FIELDS:
-                raise ValueError(f"unknown job field {name!r}")
-        sets = ", ".join(f"{name} = ?" for name in fields)
-        marks = ",".join("?" * len(expected))
-        with write_tx(self.store.connection()) as conn:
-            cur = conn.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND status IN ({marks})",
-                               [*fields.values(), job_id, *expected])
-        return cur.rowcount > 0
+        return self.store.update_job_if(job_id, expected, **fields)
 
     def _launch_job(self, job: dict, gpu: str | None) -> bool:
         """Start the process of a claimed job; an unknown kind or a launch error fails the job."""

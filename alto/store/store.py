@@ -274,22 +274,36 @@ class Store:
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         """Set columns of a run; unknown column or invalid status -> ValueError naming it."""
+        if fields and not self._update("runs", run_id, fields):
+            raise KeyError(f"run {run_id} not found")
+
+    def update_run_if(self, run_id: int, expected: Iterable[str], **fields: Any) -> bool:
+        """Set columns of a run only while its status is one of `expected`; True if it did.
+
+        The run process writes its own final status at any moment: a supervisor must not
+        overwrite `finished` with `stalled` or `crashed`.
+        """
+        return self._update("runs", run_id, fields, tuple(expected))
+
+    def _update(self, table: str, row_id: int, fields: dict, expected: tuple[str, ...] | None = None) -> bool:
+        """One UPDATE of a run or job row (optionally only in the `expected` statuses)."""
+        kind, allowed, check, json_field = (("run", RUN_FIELDS, _check_status, "config") if table == "runs"
+                                            else ("job", JOB_FIELDS, _check_job_status, "payload"))
         for name in fields:
-            if name not in RUN_FIELDS:
-                raise ValueError(
-                    f"unknown run field {name!r}; allowed: {', '.join(RUN_FIELDS)}"
-                )
+            if name not in allowed:
+                raise ValueError(f"unknown {kind} field {name!r}; allowed: {', '.join(allowed)}")
         if "status" in fields:
-            _check_status(fields["status"])
-        if "config" in fields:
-            fields["config"] = _dumps(fields["config"])
-        if not fields:
-            return
+            check(fields["status"])
+        if json_field in fields:
+            fields[json_field] = _dumps(fields[json_field])
         sets = ", ".join(f"{name} = ?" for name in fields)
+        where, params = "id = ?", [row_id]
+        if expected is not None:
+            where += f" AND status IN ({','.join('?' * len(expected))})"
+            params += list(expected)
         with self._write() as conn:
-            cur = conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
-            if cur.rowcount == 0:
-                raise KeyError(f"run {run_id} not found")
+            cur = conn.execute(f"UPDATE {table} SET {sets} WHERE {where}", [*fields.values(), *params])
+        return cur.rowcount > 0
 
     def claim_next_queued(self, *, pid: int | None = None) -> dict | None:
         """Atomically move the oldest queued run to `running` and return it (None if none)."""
@@ -583,20 +597,12 @@ class Store:
 
     def update_job(self, job_id: int, **fields: Any) -> None:
         """Set columns of a job; unknown column or invalid status -> ValueError naming it."""
-        for name in fields:
-            if name not in JOB_FIELDS:
-                raise ValueError(f"unknown job field {name!r}; allowed: {', '.join(JOB_FIELDS)}")
-        if "status" in fields:
-            _check_job_status(fields["status"])
-        if "payload" in fields:
-            fields["payload"] = _dumps(fields["payload"])
-        if not fields:
-            return
-        sets = ", ".join(f"{name} = ?" for name in fields)
-        with self._write() as conn:
-            cur = conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*fields.values(), job_id])
-            if cur.rowcount == 0:
-                raise KeyError(f"job {job_id} not found")
+        if fields and not self._update("jobs", job_id, fields):
+            raise KeyError(f"job {job_id} not found")
+
+    def update_job_if(self, job_id: int, expected: Iterable[str], **fields: Any) -> bool:
+        """Set columns of a job only while its status is one of `expected`; True if it did."""
+        return self._update("jobs", job_id, fields, tuple(expected))
 
     def claim_next_job(self, *, pid: int | None = None) -> dict | None:
         """Atomically move the oldest queued job to `running` and return it (None if none)."""

@@ -284,10 +284,8 @@ SQL_SINKS = {"execute", "executemany", "executescript", "_one", "_all"}
 
 # (file, function, name) -> where the value is checked before it reaches SQL text
 SQL_IDENTIFIERS = {
-    ("alto/store/store.py", "update_run", "name"): "keys of **fields checked against RUN_FIELDS first",
-    ("alto/store/store.py", "update_job", "name"): "keys of **fields checked against JOB_FIELDS first",
-    ("alto/runner/supervisor.py", "_update_if", "name"): "keys of **fields checked against RUN_FIELDS first",
-    ("alto/runner/supervisor.py", "_update_job_if", "name"): "keys of **fields checked against JOB_FIELDS first",
+    ("alto/store/store.py", "_update", "name"): "keys of **fields checked against RUN_FIELDS / JOB_FIELDS first",
+    ("alto/store/store.py", "_update", "table"): "only 'runs' or 'jobs', from update_run(_if) / update_job(_if)",
     ("alto/store/queries.py", "series", "x"): "x checked against X_AXES by Store._series_args (its only caller)",
 }
 
