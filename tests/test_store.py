@@ -20,9 +20,16 @@ from alto.store.db import configure, open_raw
 from alto.store.migrations import migrate
 
 # fork keeps child start-up cheap on the 2-core CI; the children open their own connections.
-# spawn, not fork: by the time this runs in the full suite the test process has other threads
-# (Streamlit, supervisors), and a fork can copy one of their locks held (a deadlocked child)
-CTX = mp.get_context("spawn")
+# fork: spawn would re-run the parent's __main__, which Streamlit's AppTest replaces in the full
+# suite. A fork copies every lock, so no thread that touches SQLite may be running: the
+# conftest stops the supervisors that page tests start, and fork_safe() checks it.
+CTX = mp.get_context("fork")
+
+
+def fork_safe() -> None:
+    import threading
+    live = [t.name for t in threading.enumerate() if t.name.startswith("alto-")]
+    assert not live, f"threads that use SQLite are running, a fork would copy their locks: {live}"
 
 
 @pytest.fixture
@@ -266,6 +273,7 @@ def test_claim_next_queued_is_atomic_across_processes(store):
     exp = store.create_experiment("q")
     ids = [new_run(store, exp, seed=i) for i in range(20)]
     start, out = CTX.Event(), CTX.Queue()
+    fork_safe()
     procs = [CTX.Process(target=_claimer, args=(store.path, start, out)) for _ in range(2)]
     for p in procs:
         p.start()
@@ -604,6 +612,7 @@ def test_concurrent_writers_and_tail_reader(store):
     exp = store.create_experiment("conc")
     runs = [new_run(store, exp, seed=i, status="running") for i in range(4)]
     errors = CTX.Queue()
+    fork_safe()
     procs = [CTX.Process(target=_writer_proc, args=(store.path, r, steps, errors)) for r in runs]
     for p in procs:
         p.start()
