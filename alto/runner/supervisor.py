@@ -125,6 +125,16 @@ def _cuda_of(pid: int | None) -> str | None:
     return None
 
 
+def _child_env(gpu: str | None) -> dict[str, str]:
+    """Environment of a run or job process: unbuffered output, one thread unless the config
+    says otherwise (runs set torch threads themselves), and its GPU when it has one."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
 def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> str:
     """The last `lines` lines of a run's log ("" if there is none)."""
     if not path:
@@ -370,22 +380,24 @@ class Supervisor:
             return None
         return min(self.gpus, key=lambda g: (busy.count(g), self.gpus.index(g)))
 
+    def _open_log(self, log_path: Path, argv: list[str]):
+        """The child's log file (appended), headed by the time and the command."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_path, "ab")
+        out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+        out.flush()
+        return out
+
     def _launch(self, run: dict, gpu: str | None) -> bool:
         """Start the process of a claimed run; a launch error fails the run."""
         run_id = run["id"]
         log_path = self.log_dir / f"run_{run_id}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("OMP_NUM_THREADS", "1")  # runs set torch threads from their config
         config = run.get("config") or {}
         # a torchrun run (several processes) uses every GPU of the machine, not its slot's one
-        if gpu is not None and (config.get("nproc_per_node") or 1) <= 1:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
+        env = _child_env(gpu if (config.get("nproc_per_node") or 1) <= 1 else None)
         argv = launch_argv(run_id, str(self.db_path), config, self.python)
         try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as out:
-                out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-                out.flush()
+            with self._open_log(log_path, argv) as out:
                 popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as err:
@@ -457,16 +469,10 @@ class Supervisor:
                                 error=f"unknown job kind {job['kind']!r}; known: {', '.join(JOB_MODULES)}")
             return False
         log_path = self.log_dir / f"job_{job_id}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("OMP_NUM_THREADS", "1")
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
+        env = _child_env(gpu)
         argv = [self.python, "-m", module, str(job_id), "--db", str(self.db_path)]
         try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as out:
-                out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-                out.flush()
+            with self._open_log(log_path, argv) as out:
                 popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as err:

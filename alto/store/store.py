@@ -55,6 +55,17 @@ def _check_job_status(status: str) -> str:
     return status
 
 
+def _status_filter(status: str | list[str] | None, check, where: list[str], params: list) -> None:
+    """Add `status IN (...)` to a WHERE clause being built (each status validated by `check`)."""
+    if status is None:
+        return
+    statuses = [status] if isinstance(status, str) else list(status)
+    for s in statuses:
+        check(s)
+    where.append(f"status IN ({','.join('?' * len(statuses))})")
+    params += statuses
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str)
 
@@ -263,12 +274,7 @@ class Store:
         if experiment_id is not None:
             where.append("experiment_id = ?")
             params.append(experiment_id)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            for s in statuses:
-                _check_status(s)
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            params += statuses
+        _status_filter(status, _check_status, where, params)
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         return self._decorate(self._all(sql + " ORDER BY id", params))
 
@@ -586,12 +592,7 @@ class Store:
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            for s in statuses:
-                _check_job_status(s)
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            params += statuses
+        _status_filter(status, _check_job_status, where, params)
         sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         return [self._job(r) for r in self._all(sql + " ORDER BY id DESC", params)]
 
