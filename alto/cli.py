@@ -8,14 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_DB = Path(__file__).resolve().parents[1] / "runs" / "alto.db"
-
-
-def default_db() -> str:
-    """ALTO_DB, else runs/alto.db of this checkout (or of the current directory when installed)."""
-    if os.environ.get("ALTO_DB"):
-        return os.environ["ALTO_DB"]
-    return str(DEFAULT_DB if DEFAULT_DB.parent.is_dir() else Path("runs") / "alto.db")
+from alto.paths import default_db
 
 
 def _open_store(path: str):
@@ -40,12 +33,11 @@ def _parse_lr_grid(items: list[str]) -> dict[str, list[float]]:
 
 
 def _device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("alto: --device cuda requested but no CUDA device is available")
-    return name
+    from alto.train.device import resolve_device
+    try:
+        return str(resolve_device(name))
+    except ValueError as err:
+        raise SystemExit(f"alto: --device: {err}") from None
 
 
 def cmd_bench_optim(args: argparse.Namespace) -> int:

@@ -4,13 +4,13 @@ Pages stay thin: widgets in, alto.* query/analysis functions called, figures out
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
 
 import streamlit as st
 
+from alto.paths import default_db
 from alto.runner import Supervisor
 from alto.store import Store, StoreError
 
@@ -19,8 +19,7 @@ STATUS_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed
 
 
 def db_path() -> str:
-    from alto.cli import default_db
-    return os.environ.get("ALTO_DB") or default_db()
+    return default_db()
 
 
 @st.cache_resource(show_spinner=False)

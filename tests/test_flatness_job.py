@@ -19,7 +19,7 @@ from alto.runner import Supervisor
 from alto.store import Store
 from alto.train.checkpoint import load_weights
 from alto.train.config import RunConfig
-from alto.train.run import checkpoint_dir
+from alto.paths import checkpoint_dir
 
 
 def copy_db(src: Path, dest_dir: Path) -> Path:
@@ -157,7 +157,7 @@ def test_supervisor_runs_a_real_flatness_job(copied):
             config = RunConfig.from_dict(run["config"])
             probe = probe or make_probe(config, 256, torch.device("cpu"))
             model = probe.build()
-            load_weights(checkpoint_dir(store, run["id"]) / "final.pt", model)
+            load_weights(checkpoint_dir(store.path, run["id"]) / "final.pt", model)
             model.eval()
             with torch.no_grad():
                 assert end == pytest.approx(float(probe.loss(model)), rel=1e-6)
@@ -166,7 +166,7 @@ def test_supervisor_runs_a_real_flatness_job(copied):
 def test_experiment_without_final_weights_fails_clearly(copied):
     store = copied
     exp = experiment_id(store)
-    shutil.rmtree(checkpoint_dir(store, 1).parent)  # as if trained with save_final = false
+    shutil.rmtree(checkpoint_dir(store.path, 1).parent)  # as if trained with save_final = false
     job_id = queue_flatness_job(store, exp)
     assert execute_job(store, job_id, log=lambda line: None) == "failed"
     job = store.get_job(job_id)

@@ -206,10 +206,10 @@ def test_runs_edit_notes_and_tags_persist(own_db):
 def test_runs_delete_run_asks_then_deletes(own_db, filled_db):
     at = ok(page("runs"))
     run_id = Store(own_db).list_runs()[0]["id"]
-    from alto.train.run import checkpoint_dir
+    from alto.paths import checkpoint_dir
     import shutil
-    files = checkpoint_dir(Store(own_db), run_id)
-    shutil.copytree(checkpoint_dir(Store(filled_db), run_id), files)  # the run's final weights
+    files = checkpoint_dir(Store(own_db).path, run_id)
+    shutil.copytree(checkpoint_dir(Store(filled_db).path, run_id), files)  # the run's final weights
     assert (files / "final.pt").exists()
     labelled(at.button, f"Delete run #{run_id}…").click()
     ok(at.run())

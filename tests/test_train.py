@@ -9,7 +9,8 @@ import torch
 
 from alto.store import Store
 from alto.train import RunConfig, lr_at, scaled_lr, train
-from alto.train.run import checkpoint_dir, execute_run
+from alto.paths import checkpoint_dir
+from alto.train.run import execute_run
 from alto.runner import queue_experiment
 from alto.train.presets import expand, load_preset, parse_preset, preset_names
 
@@ -138,7 +139,7 @@ def test_telemetry_keys_where_they_exist(tmp_path):
     from alto.models import build_model
     from alto.train.checkpoint import load_weights
     model = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32])
-    saved = load_weights(checkpoint_dir(store, runs["alto"]["id"]) / "final.pt", model)
+    saved = load_weights(checkpoint_dir(store.path, runs["alto"]["id"]) / "final.pt", model)
     assert saved["optimizer"] == "alto"
 
 

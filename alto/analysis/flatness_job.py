@@ -39,8 +39,9 @@ from alto.models import build_model
 from alto.store import Store
 from alto.train.checkpoint import load_weights
 from alto.train.config import RunConfig
-from alto.train.loop import SPLIT_SEED, resolve_device
-from alto.train.run import checkpoint_dir
+from alto.paths import checkpoint_dir
+from alto.train.device import resolve_device
+from alto.train.loop import SPLIT_SEED
 
 KIND = "flatness"
 DEFAULTS = {"pair": ["alto", "lamb"], "batch_size": 512, "iters": 20, "trace_samples": 30,
@@ -134,7 +135,7 @@ def measurable_runs(store: Store, experiment_id: int) -> list[dict]:
     """Finished runs of the experiment whose final weights exist, each with `weights` (a path)."""
     runs = []
     for run in store.list_runs(experiment_id=experiment_id, status="finished"):
-        path = checkpoint_dir(store, run["id"]) / "final.pt"
+        path = checkpoint_dir(store.path, run["id"]) / "final.pt"
         if path.exists():
             runs.append({**run, "weights": path})
     return runs

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from ._telemetry import StepStats
 from .clip import global_norm
-from .lamb_family import PAPER_EPS2, PAPER_EPS3, _applies_trust_ratio, _bias_corrections
+from ._lamb_math import PAPER_EPS2, PAPER_EPS3, applies_trust_ratio, bias_corrections
 
 # Kernels built by @triton.jit below are interpreted or compiled depending on this, once.
 INTERPRETED = bool(triton.knobs.runtime.interpret)
@@ -375,14 +375,14 @@ def lamb_fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor]
     scalars = [alpha, beta1, -(1 - beta1), 1 - beta2, beta3, 1 - beta3, weight_decay, -lr,
                PAPER_EPS2, PAPER_EPS3]
     if bias_correction:
-        bc1, bc2_sqrt = _bias_corrections(steps, beta2, beta3)
+        bc1, bc2_sqrt = bias_corrections(steps, beta2, beta3)
         scalars += [eps * b for b in bc2_sqrt] + [b2 / b1 for b1, b2 in zip(bc1, bc2_sqrt)]
     else:
         scalars += [eps] * n
     scal = _to_device(scalars, dtype, device)
     coef = clip_coef.to(device=device, dtype=dtype).reshape(1)
 
-    apply_ratio = _applies_trust_ratio(trust_ratio, weight_decay)
+    apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     norms = apply_ratio or stats is not None
     with_stats = stats is not None
     precise = dtype == torch.float32

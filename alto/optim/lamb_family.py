@@ -10,12 +10,11 @@ Lamb is ALTO without the gradient-difference term `a`. Both first clip all gradi
                            else:       p -= lr * u
     paper trust ratio:     u += wd*p; p -= lr * phi(|p|) / (|u| + eps2*phi(|p|)) * u, phi(x) = x + eps3
 
-See shared/spec/OPTIMIZERS.md section 2. Nothing here reads a tensor value on the host.
+The update rule is section 3 of the paper (Algorithm 1). Nothing here reads a tensor value on the host.
 """
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from types import ModuleType
 from typing import Callable, Iterable
@@ -25,31 +24,10 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _validate as check
+from ._lamb_math import TRUST_RATIOS, applies_trust_ratio, bias_corrections, trust_ratio_of
 from ._telemetry import StepStats, sumsq
 from .adaptor import adapt_gradients_
 from .clip import clip_grads_, group_by_device_dtype
-
-TRUST_RATIOS = ("reference", "paper", "none")
-PAPER_EPS2, PAPER_EPS3 = 1e-6, 1e-10
-
-
-def _bias_corrections(steps: list[Tensor], beta2: float, beta3: float) -> tuple[list[float], list[float]]:
-    # `step` lives on the CPU (as in torch.optim.AdamW), so .item() is not a device sync.
-    ts = [s.item() for s in steps]
-    return [1 - beta2 ** t for t in ts], [math.sqrt(1 - beta3 ** t) for t in ts]
-
-
-def _trust_ratio(p_norm: Tensor, u_norm: Tensor, mode: str) -> Tensor:
-    if mode == "paper":
-        phi = p_norm + PAPER_EPS3
-        return phi / (u_norm + PAPER_EPS2 * phi)
-    ok = (p_norm > 0) & (u_norm > 0)
-    return torch.where(ok, p_norm / torch.where(ok, u_norm, 1), torch.ones_like(p_norm))
-
-
-def _applies_trust_ratio(mode: str, weight_decay: float) -> bool:
-    return mode == "paper" or (mode == "reference" and weight_decay != 0)
-
 
 CPU_BLOCK_ELEMS = 1 << 20  # 4 MB per fp32 buffer: measured best of 2^14..2^30 on a 2-core EPYC VM
 
@@ -114,10 +92,10 @@ def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[
     ps, us, ms, vs = lists[:4]
     blocks = _blocks(ps, block_elems)
     if bias_correction:
-        bc1, bc2_sqrt = _bias_corrections(steps, beta2, beta3)
+        bc1, bc2_sqrt = bias_corrections(steps, beta2, beta3)
         eps_scaled = [eps * bc2_sqrt[i] for i in owners]
         u_scale = [bc2_sqrt[i] / bc1[i] for i in owners]
-    apply_ratio = _applies_trust_ratio(trust_ratio, weight_decay)
+    apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     need_norms = apply_ratio or stats is not None
     p_sq, u_sq = [], []
 
@@ -152,7 +130,7 @@ def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[
                 0, owner_index, p_norm.square()).sqrt()
             u_norm = torch.zeros_like(p_norm).index_add_(0, owner_index, u_norm.square()).sqrt()
     if apply_ratio:
-        ratio = _trust_ratio(p_norm, u_norm, trust_ratio)
+        ratio = trust_ratio_of(p_norm, u_norm, trust_ratio)
         scales = ratio * -lr
         scales = (scales if block_elems is None else scales[owner_index]).unbind(0)
 
@@ -184,7 +162,7 @@ def lamb_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list
                                  alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, lr=lr, eps=eps,
                                  weight_decay=weight_decay, bias_correction=bias_correction,
                                  trust_ratio=trust_ratio, stats=stats)
-    apply_ratio = _applies_trust_ratio(trust_ratio, weight_decay)
+    apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     for i, (p, g, m, v, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
         step += 1
         d = g
@@ -204,7 +182,7 @@ def lamb_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list
         if weight_decay != 0:
             u.add_(p, alpha=weight_decay)
         if apply_ratio:
-            ratio = _trust_ratio(torch.linalg.vector_norm(p), torch.linalg.vector_norm(u), trust_ratio)
+            ratio = trust_ratio_of(torch.linalg.vector_norm(p), torch.linalg.vector_norm(u), trust_ratio)
             p.add_(u * ratio, alpha=-lr)
         else:
             p.add_(u, alpha=-lr)

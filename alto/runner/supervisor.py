@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from alto import paths
 from alto.store import Store
 from alto.train.distributed import launch_argv
 
@@ -193,10 +194,10 @@ class Supervisor:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.poll_s = poll_s
         self.grace_s = grace_s
-        self.log_dir = Path(log_dir) if log_dir else self.db_path.parent / "logs" / self.db_path.stem
+        self.log_dir = Path(log_dir) if log_dir else paths.log_dir(self.db_path)
         self.python = python
         self.on_change = on_change
-        self.lock_path = Path(f"{self.db_path}.supervisor.lock")
+        self.lock_path = paths.lock_path(self.db_path)
         self._lock_fd: int | None = None
         self._children: dict[int, _Child] = {}
         self._job_children: dict[int, _Child] = {}

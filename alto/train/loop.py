@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from alto.optim import build
 
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .config import RunConfig
+from .device import peak_memory_mb, resolve_device
 from .distributed import Dist
 from .schedule import lr_at, scaled_lr
 
@@ -42,14 +42,6 @@ class RunResult:
     final: dict = field(default_factory=dict)
     message: str = ""
     setup_s: float = 0.0              # data loading and model building, not in wall_s
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
 
 
 class Plan:
@@ -194,12 +186,6 @@ def _trust_layer_names(optimizer) -> list[str]:
         if applies:
             names += group.get("names", [f"param_{i}" for i in range(len(group["params"]))])
     return names
-
-
-def _memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None = None,
@@ -360,7 +346,7 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
                 progress(step + 1, plan.total_steps, telemetry.latest)
         if evaluate_now and main:
             scores = evaluate(model, data, config, autocast)
-            scores["mem_mb"] = _memory_mb(device)
+            scores["mem_mb"] = peak_memory_mb(device)
             telemetry.latest.update(scores)
             if writer is not None:
                 writer.log(step, scores, wall_time=wall, samples=(step + 1) * plan.batch,

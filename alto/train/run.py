@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch.distributed
 
+from alto.paths import checkpoint_dir
 from alto.store import Store
 
 from . import distributed
@@ -36,14 +37,10 @@ class StopFlag:
         return self.stop
 
 
-def checkpoint_dir(store: Store, run_id: int) -> Path:
-    return Path(store.path).parent / "checkpoints" / Path(store.path).stem / f"run_{run_id}"
-
-
 def remove_run_files(store: Store, runs: list[dict]) -> None:
     """Delete what deleted runs left on disk: their checkpoints and their log files."""
     for run in runs:
-        shutil.rmtree(checkpoint_dir(store, run["id"]), ignore_errors=True)
+        shutil.rmtree(checkpoint_dir(store.path, run["id"]), ignore_errors=True)
         if run.get("log_path"):
             Path(run["log_path"]).unlink(missing_ok=True)
 
@@ -59,7 +56,7 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, d
                      pid=os.getpid(), pgid=os.getpgid(0), error=None)
     try:
         config = RunConfig.from_dict(run["config"])
-        ckpt = checkpoint_dir(store, run_id) if (config.checkpoint_every or config.save_final) else None
+        ckpt = checkpoint_dir(store.path, run_id) if (config.checkpoint_every or config.save_final) else None
 
         def on_start(info: dict) -> None:
             store.update_run(run_id, total_steps=info["total_steps"], device=info["device"])
