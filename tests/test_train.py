@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,7 +135,7 @@ def test_telemetry_keys_where_they_exist(tmp_path):
     assert (wall[1:] >= wall[:-1]).all()
     params = store.get_params(runs["alto"]["id"])
     assert params["hparams"]["alpha"] == 0.5 and params["batch_size"] == 256  # small-batch defaults
-    assert params["setup_s"] > 0 and params["train_wall_s"] > 0
+    assert params["setup_s"] > 0 and params["train_s"] > 0 and params["steps_run"] == 30
     # final weights kept for flatness analysis, loadable without pickled code
     from alto.models import build_model
     from alto.train.checkpoint import load_weights
@@ -172,3 +173,50 @@ def test_invalid_presets_raise_value_error_naming_the_field(data, words):
     with pytest.raises(ValueError) as err:
         parse_preset(data)
     assert words in str(err.value)
+
+
+# --- the clock and the step count (PROTOCOL: evaluation is not training time) ---------------------
+
+def test_a_cancelled_run_counts_only_the_steps_it_ran(tmp_path):
+    asked = []
+
+    def stop_before_step_5() -> bool:
+        asked.append(True)
+        return len(asked) > 5  # polled once before each step: True before step 5 (the 6th poll)
+
+    r = train(cfg(optimizer="sgd", batch_size=64, max_steps=40), should_stop=stop_before_step_5)
+    assert r.status == "cancelled" and r.steps == 5
+
+    store = Store(tmp_path / "runs.db")
+    preset = parse_preset({"name": "t", "optimizers": ["sgd"], "run": {**FAST, "max_steps": 40}})
+    run_id = store.list_runs(experiment_id=queue_experiment(store, preset, expand(preset)))[0]["id"]
+    asked.clear()
+    assert execute_run(store, run_id, should_stop=stop_before_step_5) == "cancelled"
+    run = store.get_run(run_id)
+    assert run["last_step"] == 4 and store.get_params(run_id)["steps_run"] == 5
+    assert store.series(run_id, "train/loss")["step"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_training_clock_excludes_evaluation_and_flushes(tmp_path):
+    """eval_every = 1 on digits: the training time is the sum of the step times; evaluation and
+    store flushes are recorded apart and never enter the wall_time axis."""
+    store = Store(tmp_path / "runs.db")
+    preset = parse_preset({"name": "t", "optimizers": ["alto"],
+                           "run": {**FAST, "model": "cnn-small", "batch_size": 64, "max_steps": 12,
+                                   "eval_every": 1, "model_kwargs": {}}})
+    run_id = store.list_runs(experiment_id=queue_experiment(store, preset, expand(preset)))[0]["id"]
+    assert execute_run(store, run_id) == "finished"
+    params = store.get_params(run_id)
+    step_ms = store.series(run_id, "time/step_ms")["value"]
+    assert len(step_ms) == 12
+    assert params["train_s"] == pytest.approx(step_ms.sum() / 1e3, rel=1e-3)
+    clock = store.series(run_id, "train/loss", x="wall_time")
+    assert clock["x"][-1] == pytest.approx(params["train_s"], rel=1e-3)
+    assert np.all(np.diff(clock["x"]) > 0)
+    val = store.series(run_id, "val/acc", x="wall_time")
+    assert len(val["x"]) == 12 and np.allclose(val["x"], clock["x"])  # an evaluation sits at its step's clock
+    assert len(store.series(run_id, "time/eval_ms")["value"]) == 12
+    assert params["eval_s"] > 0 and params["log_s"] > 0
+    assert params["wall_s"] >= params["train_s"] + params["eval_s"]
+    optim_ms = store.series(run_id, "time/optim_ms")["value"]
+    assert np.all(optim_ms > 0) and np.all(optim_ms < step_ms)

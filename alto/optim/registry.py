@@ -143,6 +143,4 @@ def build(name: str, model_or_params: nn.Module | Iterable, batch_size: int | No
         groups = param_groups(model_or_params, hp.get("weight_decay", 0.0))
     else:
         groups = list(model_or_params)
-    optimizer = OPTIMIZERS[name].make(groups, hp)
-    optimizer.hparams = hp  # what was used, for the run record
-    return optimizer
+    return OPTIMIZERS[name].make(groups, hp)

@@ -12,7 +12,8 @@ from .loop import train
 
 def bench_telemetry(config: RunConfig, repeats: int = 2) -> dict:
     """Run `config` with telemetry off and on, alternating, each writing to a fresh store;
-    returns ms per step (best of `repeats`) for both and their ratio."""
+    returns elapsed ms per step outside evaluation (flushes and telemetry included; best of
+    `repeats`) for both and their ratio."""
     best = {False: float("inf"), True: float("inf")}
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.db")
@@ -24,11 +25,9 @@ def bench_telemetry(config: RunConfig, repeats: int = 2) -> dict:
                 run_id = store.add_run(experiment, name=f"{telemetry}-{i}", optimizer=cfg.optimizer,
                                        seed=cfg.seed, lr=cfg.base_lr, config=cfg.to_dict())
                 with store.writer(run_id) as writer:
-                    train(cfg, writer=writer)
-                # wall clock per step (flushes included), skipping the first fifth as warm-up
-                wall = store.series(run_id, "train/loss", x="wall_time")["x"]
-                k = len(wall) // 5
-                best[telemetry] = min(best[telemetry], 1e3 * float(wall[-1] - wall[k]) / (len(wall) - 1 - k))
+                    result = train(cfg, writer=writer)
+                per_step = 1e3 * (result.wall_s - result.apart_s["eval_s"]) / result.steps
+                best[telemetry] = min(best[telemetry], per_step)
         store.close()
     return {"bench": "train", "optimizer": config.optimizer, "dataset": config.dataset, "model": config.model,
             "ms_per_step_telemetry_off": round(best[False], 3), "ms_per_step_telemetry_on": round(best[True], 3),

@@ -1,8 +1,11 @@
 """The training loop: one run from a RunConfig, telemetry kept on the device, logged in batches.
 
-Read it top to bottom: set up (device, data, model, optimizer), then the step loop (micro-batches,
-optimizer step, telemetry), with evaluation, logging, checkpoints and divergence checks on a
-schedule. Host-device synchronisation happens only when a batch of telemetry is copied out.
+Read `train` top to bottom: set up (device, data, model, optimizer), then the step loop. A step
+is its batch, forward and backward over the micro-batches, and the optimizer step; the training
+clock times exactly that (README, "Honesty rules"). Evaluation, flushes to the store,
+checkpoints and the telemetry's own extra work happen between or beside those segments and are
+timed apart, so how often a run evaluates or how much an optimizer logs never changes its time
+to target. Host-device synchronisation happens only when a batch of telemetry is copied out.
 """
 from __future__ import annotations
 
@@ -19,29 +22,31 @@ from torch import Tensor, nn
 
 from alto.data import ImageData, TextData, batch_indices, load_dataset, text_batch
 from alto.models import build_model, count_parameters
-from alto.optim import build
+from alto.optim import build, resolve
 
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .config import RunConfig
 from .device import peak_memory_mb, resolve_device
 from .distributed import Dist
 from .schedule import lr_at, scaled_lr
+from .telemetry import StepClock, StepProbes, Telemetry, to_host
 
-FLUSH_EVERY_S = 0.5      # copy telemetry to the host and the store this often...
-FLUSH_EVERY_STEPS = 200  # ...or after this many steps, whichever comes first
 TEXT_BATCH_DEFAULT = 64  # sequences per step when a text run gives no batch size
 SPLIT_SEED = 0           # every run of every seed sees the same train/val partition
-DIST_FLUSH_EVERY_STEPS = 20
+DETAIL_PER_RUN = 200     # detail telemetry (per-layer ratios, curvature) about this often a run...
+DETAIL_MIN_EVERY = 10    # ...and never more often than every 10th step
 
 
 @dataclass
 class RunResult:
     status: str                       # finished | diverged | cancelled
-    steps: int
-    wall_s: float
+    steps: int                        # optimizer steps run (a cancelled run counts those it ran)
+    train_s: float                    # the training clock: batches, forward, backward, optimizer
+    wall_s: float                     # elapsed from the first step to the end, everything included
     final: dict = field(default_factory=dict)
     message: str = ""
-    setup_s: float = 0.0              # data loading and model building, not in wall_s
+    setup_s: float = 0.0              # data loading and model building, before the first step
+    apart_s: dict = field(default_factory=dict)  # eval, log, checkpoint, telemetry: outside train_s
 
 
 class Plan:
@@ -71,9 +76,43 @@ class Plan:
         self.samples_per_epoch = samples_per_epoch
         self.peak_lr = scaled_lr(config.base_lr, self.batch, config.base_batch, config.lr_scaling)
         self.eval_every = config.eval_every or max(1, self.total_steps // 20)
-        # per-layer ratios, the curvature along a step (two parameter copies) and synchronised
-        # optimizer timing: about 200 times a run, and never more often than every 10th step
-        self.detail_every = max(10, self.total_steps // 200)
+        self.detail_every = max(DETAIL_MIN_EVERY, self.total_steps // DETAIL_PER_RUN)
+
+    def position(self, step: int) -> dict[str, float]:
+        """The x axes of the step that has just run (PROTOCOL: after step k, k + 1 steps)."""
+        samples = (step + 1) * self.batch
+        return {"samples": samples, "epoch": samples / self.samples_per_epoch}
+
+
+# ----------------------------------------------------------------------------------- data, loss
+
+class BatchOrder:
+    """Each epoch's shuffled batches, moved to the device once per epoch without a host sync."""
+
+    def __init__(self, plan: Plan, seed: int, device: torch.device):
+        self.plan, self.seed, self.device = plan, seed, device
+        self.epoch, self.batches = -1, None
+
+    def indices(self, step: int) -> Tensor:
+        epoch = step // self.plan.steps_per_epoch
+        if epoch != self.epoch:
+            order = torch.stack(batch_indices(self.plan.n_train, self.plan.batch, epoch, self.seed))
+            if self.device.type == "cuda":  # pinned + non-blocking: the copy is queued, not waited for
+                order = order.pin_memory()
+            self.batches = order.to(self.device, non_blocking=True)
+            self.epoch = epoch
+        return self.batches[step % self.plan.steps_per_epoch]
+
+
+def micro_batches(plan: Plan, data: ImageData | TextData, config: RunConfig, step: int, order: BatchOrder,
+                  text_gen: torch.Generator, dist_ctx: Dist | None) -> list[tuple[Tensor, Tensor]]:
+    """This rank's micro-batches of step `step` (the optimizer sees their mean gradient)."""
+    if plan.text:
+        return [text_batch(data.train, plan.micro, config.block_size, text_gen) for _ in range(config.accumulation)]
+    idx = order.indices(step)
+    if dist_ctx is not None:  # this rank's contiguous share of the global batch
+        idx = idx.chunk(dist_ctx.world)[dist_ctx.rank]
+    return [(data.x_train[i], data.y_train[i]) for i in idx.split(plan.micro)]
 
 
 def _image_loss(model: nn.Module, data: ImageData, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,9 +126,28 @@ def _text_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return loss, (logits.argmax(-1) == y).float().mean()
 
 
+def forward_backward(net: nn.Module, data: ImageData | TextData, batches: list[tuple[Tensor, Tensor]],
+                     autocast: Callable, ddp: bool) -> tuple[Tensor, Tensor]:
+    """Backward over every micro-batch (gradients accumulate); returns the mean loss and accuracy
+    as device tensors. Under DDP the gradients are all-reduced once, on the last micro-batch."""
+    loss_sum = acc_sum = None
+    for i, (x, y) in enumerate(batches):
+        last = i + 1 == len(batches)
+        with (net.no_sync() if ddp and not last else contextlib.nullcontext()):
+            with autocast():
+                loss, acc = (_text_loss(net, x, y) if isinstance(data, TextData)
+                             else _image_loss(net, data, x, y))
+            (loss / len(batches)).backward()
+        loss, acc = loss.detach().float(), acc.detach()
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        acc_sum = acc if acc_sum is None else acc_sum + acc
+    return loss_sum / len(batches), acc_sum / len(batches)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageData | TextData, config: RunConfig, autocast) -> dict[str, float]:
-    """Loss and accuracy (or perplexity) on the validation and test splits."""
+def evaluate_on_device(model: nn.Module, data: ImageData | TextData, config: RunConfig,
+                       autocast) -> dict[str, Tensor]:
+    """Loss and accuracy (text: loss) on the validation and test splits, as device tensors."""
     model.eval()
     out = {}
     try:
@@ -101,8 +159,7 @@ def evaluate(model: nn.Module, data: ImageData | TextData, config: RunConfig, au
                     x, y = text_batch(ids, TEXT_BATCH_DEFAULT, config.block_size, gen)
                     with autocast():
                         losses.append(_text_loss(model, x, y)[0].float())
-                loss = torch.stack(losses).mean().item()
-                out[f"{split}/loss"], out[f"{split}/ppl"] = loss, math.exp(min(loss, 50.0))
+                out[f"{split}/loss"] = torch.stack(losses).mean()
         else:
             for split, x_all, y_all in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
                 if len(y_all) == 0:
@@ -113,101 +170,49 @@ def evaluate(model: nn.Module, data: ImageData | TextData, config: RunConfig, au
                         logits = model(data.normalize(x))
                     total_loss += F.cross_entropy(logits.float(), y, reduction="sum")
                     correct += (logits.argmax(1) == y).sum()
-                out[f"{split}/loss"] = (total_loss / len(y_all)).item()
-                out[f"{split}/acc"] = (correct / len(y_all)).item()
+                out[f"{split}/loss"] = total_loss / len(y_all)
+                out[f"{split}/acc"] = correct / len(y_all)
     finally:
         model.train()
     return out
 
 
-class Telemetry:
-    """Per-step device tensors, copied to the host and written in one batch per flush."""
-
-    def __init__(self, writer, plan: Plan, layer_names: list[str]):
-        self.writer, self.plan, self.layer_names = writer, plan, layer_names
-        self.pending: list[tuple[int, float, dict[str, Tensor]]] = []
-        self.last_flush = time.monotonic()
-        self.latest: dict[str, float] = {}
-
-    def add(self, step: int, wall: float, values: dict[str, Tensor]) -> None:
-        self.pending.append((step, wall, values))
-
-    def due(self) -> bool:
-        if self.plan.world > 1:  # every rank must decide alike: count steps, not seconds
-            return len(self.pending) >= DIST_FLUSH_EVERY_STEPS
-        return (len(self.pending) >= FLUSH_EVERY_STEPS
-                or time.monotonic() - self.last_flush >= FLUSH_EVERY_S)
-
-    def flush(self) -> bool:
-        """Write pending steps; returns False if a logged loss is not finite (divergence)."""
-        finite = True
-        if self.pending:
-            keys = sorted({k for _, _, v in self.pending for k in v})
-            # one device->host copy for the whole batch of steps
-            flat, layout, offset = [], [], 0
-            for step, wall, values in self.pending:
-                row = {}
-                for k in keys:
-                    if k in values:
-                        t = values[k].detach().float().reshape(-1)
-                        row[k] = (offset, t.numel())
-                        flat.append(t)
-                        offset += t.numel()
-                layout.append((step, wall, row))
-            host = torch.cat(flat).cpu().tolist() if flat else []
-            for step, wall, row in layout:
-                logged = {}
-                for k, (offset, n) in row.items():
-                    if n == 1:
-                        logged[k] = host[offset]
-                    else:  # per-layer trust ratios
-                        names = self.layer_names if len(self.layer_names) == n else [f"layer_{i}" for i in range(n)]
-                        logged.update({f"layer_trust/{name}": host[offset + i] for i, name in enumerate(names)})
-                if not math.isfinite(logged.get("train/loss", 0.0)):
-                    finite = False
-                self.latest.update(logged)
-                if self.writer is not None:
-                    samples = (step + 1) * self.plan.batch
-                    self.writer.log(step, logged, wall_time=wall, samples=samples,
-                                    epoch=samples / self.plan.samples_per_epoch)
-            self.pending.clear()
-        self.last_flush = time.monotonic()
-        if self.writer is not None:
-            self.writer.flush()
-        return finite
+def evaluate(model: nn.Module, data: ImageData | TextData, config: RunConfig, autocast) -> dict[str, float]:
+    """Loss and accuracy (or perplexity) on the validation and test splits, read in one copy."""
+    scores = evaluate_on_device(model, data, config, autocast)
+    out = {key: got[0] for key, got in zip(scores, to_host(list(scores.values())))}
+    if isinstance(data, TextData):
+        out.update({key.replace("/loss", "/ppl"): math.exp(min(out[key], 50.0)) for key in list(out)})
+    return out
 
 
-def _trust_layer_names(optimizer) -> list[str]:
-    """Names of the tensors a Lamb/ALTO trust ratio applies to, in the order the stats list them."""
-    names = []
-    for group in optimizer.param_groups:
-        applies = group.get("trust_ratio") == "paper" or (
-            group.get("trust_ratio") == "reference" and group.get("weight_decay", 0) != 0)
-        if applies:
-            names += group.get("names", [f"param_{i}" for i in range(len(group["params"]))])
-    return names
+# ------------------------------------------------------------------------------------ the run
+
+@dataclass
+class Setup:
+    """Everything a run builds before its first step."""
+
+    device: torch.device
+    bf16: bool
+    data: ImageData | TextData
+    plan: Plan
+    model: nn.Module
+    net: nn.Module                    # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    hparams: dict                     # what the optimizer was built with
+    text_gen: torch.Generator
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
-def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None = None,
-          progress: Callable[[int, int, dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None,
-          on_start: Callable[[dict], None] | None = None, dist_ctx: Dist | None = None) -> RunResult:
-    """Train one run. `writer` is a store MetricWriter (or None); `on_start(info)` receives what
-    the run resolved (hyper-parameters used, batch, steps, device) before the first step;
-    `progress(step, total, latest)` is called after every flush; `should_stop()` is polled every
-    step (cancellation). Under torchrun pass `dist_ctx`: only rank 0 should get a writer."""
-    t_setup = time.monotonic()
+def set_up(config: RunConfig, dist_ctx: Dist | None = None) -> Setup:
+    """Device, data (moved there once), plan, model, optimizer for `config`."""
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     if dist_ctx is not None and device.type == "cuda":
         device = torch.device("cuda", dist_ctx.local_rank)
-    main = dist_ctx is None or dist_ctx.is_main
-    use_bf16 = config.precision == "bf16" and device.type == "cuda"
-
-    def autocast():
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
     data = load_dataset(config.dataset, download=config.download, val_fraction=config.val_fraction,
                         seed=SPLIT_SEED, limit=config.data_limit).to(device)
     plan = Plan(config, data, world=dist_ctx.world if dist_ctx else 1)
@@ -219,149 +224,115 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
         model = build_model(config.model, input_shape=data.input_shape, num_classes=data.num_classes,
                             **config.model_kwargs)
     model.to(device).train()
-    net = model
-    if dist_ctx is not None:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = model if dist_ctx is None else nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
     overrides = {**config.hparams, "lr": plan.peak_lr}
     optimizer = build(config.optimizer, model, batch_size=plan.batch, **overrides)
-    collects = hasattr(optimizer, "collect_stats")
-    if config.telemetry and collects:
-        optimizer.collect_stats = True
     text_gen = torch.Generator(device=device).manual_seed(config.seed + 1000 * (dist_ctx.rank if dist_ctx else 0))
+    return Setup(device=device, bf16=config.precision == "bf16" and device.type == "cuda", data=data, plan=plan,
+                 model=model, net=net, optimizer=optimizer, hparams=resolve(config.optimizer, plan.batch, **overrides),
+                 text_gen=text_gen)
 
-    start_step, wall_offset = 0, 0.0
+
+def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None = None,
+          progress: Callable[[int, int, dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None,
+          on_start: Callable[[dict], None] | None = None, dist_ctx: Dist | None = None) -> RunResult:
+    """Train one run. `writer` is a store MetricWriter (or None); `on_start(info)` receives what
+    the run resolved (hyper-parameters used, batch, steps, device) before the first step;
+    `progress(steps_done, total, latest)` is called after every flush; `should_stop()` is polled
+    every step (cancellation). Under torchrun pass `dist_ctx`: only rank 0 should get a writer."""
+    t_setup = time.monotonic()
+    run = set_up(config, dist_ctx)
+    plan, model, optimizer, device = run.plan, run.model, run.optimizer, run.device
+    main = dist_ctx is None or dist_ctx.is_main
+
+    start_step, train_s0 = 0, 0.0
     ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     if ckpt_path is not None and ckpt_path.exists():
-        last_step, wall_offset = load_checkpoint(ckpt_path, model, optimizer, text_gen)
+        last_step, train_s0 = load_checkpoint(ckpt_path, model, optimizer, run.text_gen)
         start_step = last_step + 1
-
     if on_start is not None:
-        on_start({"hparams": optimizer.hparams, "peak_lr": plan.peak_lr, "batch_size": plan.batch,
+        on_start({"hparams": run.hparams, "peak_lr": plan.peak_lr, "batch_size": plan.batch,
                   "micro_batch": plan.micro, "total_steps": plan.total_steps,
                   "steps_per_epoch": plan.steps_per_epoch, "n_params": count_parameters(model),
-                  "n_train": plan.n_train, "device": str(device),
-                  "precision": "bf16" if use_bf16 else "fp32", "start_step": start_step,
-                  "torch": torch.__version__, "world_size": plan.world,
-                  "per_rank_batch": plan.micro * config.accumulation})
-    telemetry = Telemetry(writer, plan, _trust_layer_names(optimizer))
+                  "n_train": plan.n_train, "device": str(device), "precision": "bf16" if run.bf16 else "fp32",
+                  "start_step": start_step, "torch": torch.__version__, "world_size": plan.world,
+                  "per_rank_batch": plan.micro * config.accumulation, "detail_every": plan.detail_every})
+    probes = StepProbes(optimizer, [p for p in model.parameters() if p.requires_grad], enabled=config.telemetry)
+    clock = StepClock(device)
+    telemetry = Telemetry(writer, clock, layer_names=probes.layer_names(), position=plan.position,
+                          count_steps=plan.world > 1, train_s=train_s0)
     if writer is not None and start_step == 0:
         writer.log(0, {"params/count": count_parameters(model)}, wall_time=0.0, samples=0, epoch=0.0)
-    params = [p for p in model.parameters() if p.requires_grad]
-    epoch_batches: tuple[int, list[Tensor]] = (-1, [])
-    snapshot = None  # (theta_t, g_t) for the curvature along one step, on detail steps
+    order = BatchOrder(plan, config.seed, device)
     status, message = "finished", ""
-    step = start_step
-    # The wall clock of a run starts at its first step: process start-up, imports and data loading
-    # differ with the order runs happen to execute in and must not count as training time.
+    steps_run = start_step
     t_start = time.monotonic()
-    setup_s = t_start - t_setup
 
     for step in range(start_step, plan.total_steps):
-        stop_here = should_stop is not None and should_stop()
-        if stop_here and dist_ctx is None:
+        if dist_ctx is None and should_stop is not None and should_stop():
             status, message = "cancelled", "stopped on request"
             break
-        t0 = time.perf_counter()
         lr = lr_at(step, plan.total_steps, plan.peak_lr, schedule=config.schedule,
                    warmup_steps=config.warmup_steps, milestones=config.milestones, gamma=config.gamma)
         for group in optimizer.param_groups:
             group["lr"] = lr
-
-        # forward/backward over the micro-batches of this step; the optimizer sees their mean
-        loss_sum = torch.zeros((), device=device)
-        acc_sum = torch.zeros((), device=device)
-        if plan.text:
-            micro_batches = [text_batch(data.train, plan.micro, config.block_size, text_gen)
-                             for _ in range(config.accumulation)]
-        else:
-            epoch = step // plan.steps_per_epoch
-            if epoch_batches[0] != epoch:
-                epoch_batches = (epoch, batch_indices(plan.n_train, plan.batch, epoch, config.seed))
-            idx = epoch_batches[1][step % plan.steps_per_epoch].to(device)
-            if dist_ctx is not None:  # this rank's contiguous share of the global batch
-                idx = idx.chunk(dist_ctx.world)[dist_ctx.rank]
-            micro_batches = [(data.x_train[i], data.y_train[i]) for i in idx.split(plan.micro)]
-        for i, (x, y) in enumerate(micro_batches):
-            last_micro = i + 1 == len(micro_batches)
-            # DDP all-reduces gradients once, on the last micro-batch of the step
-            with (net.no_sync() if dist_ctx is not None and not last_micro else contextlib.nullcontext()):
-                with autocast():
-                    loss, acc = _text_loss(net, x, y) if plan.text else _image_loss(net, data, x, y)
-                (loss / config.accumulation).backward()
-            loss_sum += loss.detach().float()
-            acc_sum += acc.detach()
-        if dist_ctx is not None:  # global loss/accuracy, and stop together if any rank must stop
-            shared = torch.stack([loss_sum, acc_sum, torch.tensor(float(stop_here), device=device)])
-            torch.distributed.all_reduce(shared)
-            loss_sum, acc_sum = shared[0] / plan.world, shared[1] / plan.world
-            if shared[2].item() > 0:
-                status, message = "cancelled", "stopped on request"
-                optimizer.zero_grad(set_to_none=True)
-                break
-
-        values = {"train/loss": loss_sum / config.accumulation, "train/acc": acc_sum / config.accumulation,
-                  "lr": torch.tensor(lr)}
         detail = config.telemetry and step % plan.detail_every == 0
-        if config.telemetry:
-            if snapshot is not None:  # curvature along the previous step: <d theta, d g> / |d theta|^2
-                d_theta = torch._foreach_sub([p.detach() for p in params], snapshot[0])
-                d_grad = torch._foreach_sub([p.grad for p in params], snapshot[1])
-                dot = sum(torch.sum(a * b) for a, b in zip(d_theta, d_grad))
-                values["step_curvature"] = dot / torch.stack(torch._foreach_norm(d_theta)).square().sum()
-                snapshot = None
-            if not collects:  # torch.optim optimizers: the engine measures the gradient norm
-                values["grad_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
-                    [p.grad for p in params])))
-            if detail and step + 1 < plan.total_steps:
-                snapshot = ([p.detach().clone() for p in params], [p.grad.clone() for p in params])
 
-        if detail and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t_opt = time.perf_counter()
+        clock.begin()
+        batches = micro_batches(plan, run.data, config, step, order, run.text_gen, dist_ctx)
+        loss, acc = forward_backward(run.net, run.data, batches, run.autocast, ddp=dist_ctx is not None)
+        clock.pause()
+        values = {"train/loss": loss, "train/acc": acc,
+                  **probes.before_step(detail, last=step + 1 == plan.total_steps)}
+        clock.resume()
         optimizer.step()
-        if detail and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        optim_s = time.perf_counter() - t_opt
         optimizer.zero_grad(set_to_none=True)
+        clock.end()
+        steps_run = step + 1
+        values.update(probes.after_step(detail))
+        if dist_ctx is not None:  # global loss and accuracy for the record (an async all-reduce)
+            shared = torch.stack([values["train/loss"], values["train/acc"]])
+            torch.distributed.all_reduce(shared)
+            values["train/loss"], values["train/acc"] = shared[0] / plan.world, shared[1] / plan.world
+        telemetry.add(step, values, {"lr": lr})
 
-        if config.telemetry and collects:
-            stats = dict(optimizer.stats)
-            ratios = stats.pop("trust_ratios", None)
-            values.update(stats)
-            if detail and ratios is not None:
-                values["trust_ratios"] = ratios
-        if device.type == "cpu" or detail:  # on CUDA only synchronised steps time the optimizer
-            values["time/optim_ms"] = torch.tensor(optim_s * 1e3)
-        values["time/step_ms"] = torch.tensor((time.perf_counter() - t0) * 1e3)
-        wall = wall_offset + time.monotonic() - t_start
-        telemetry.add(step, wall, values)
-
-        last = step + 1 == plan.total_steps
-        evaluate_now = (step + 1) % plan.eval_every == 0 or last
-        if telemetry.due() or evaluate_now:
+        last = steps_run == plan.total_steps
+        evaluate_now = steps_run % plan.eval_every == 0 or last
+        checkpoint_now = bool(config.checkpoint_every) and steps_run % config.checkpoint_every == 0
+        if telemetry.due() or evaluate_now or checkpoint_now:  # the same steps on every rank
             if not telemetry.flush():
                 status, message = "diverged", f"non-finite training loss by step {step}"
                 break
             if progress is not None:
-                progress(step + 1, plan.total_steps, telemetry.latest)
+                progress(steps_run, plan.total_steps, telemetry.latest)
+            if dist_ctx is not None and _any_rank_stops(should_stop, device):
+                status, message = "cancelled", "stopped on request"
+                break
         if evaluate_now and main:
-            scores = evaluate(model, data, config, autocast)
-            scores["mem_mb"] = peak_memory_mb(device)
-            telemetry.latest.update(scores)
-            if writer is not None:
-                writer.log(step, scores, wall_time=wall, samples=(step + 1) * plan.batch,
-                           epoch=(step + 1) * plan.batch / plan.samples_per_epoch)
-                writer.flush()
-        if main and ckpt_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, model, optimizer, text_gen, step, wall, config)
-    else:
-        step = plan.total_steps - 1
+            t_eval = time.perf_counter()
+            scores = evaluate(model, run.data, config, run.autocast)
+            eval_s = time.perf_counter() - t_eval
+            telemetry.apart_s["eval_s"] += eval_s
+            telemetry.log_now(step, {**scores, "mem_mb": peak_memory_mb(device), "time/eval_ms": eval_s * 1e3})
+        if checkpoint_now and main and ckpt_path is not None:
+            t_ckpt = time.perf_counter()
+            save_checkpoint(ckpt_path, model, optimizer, run.text_gen, step, telemetry.train_s, config)
+            ckpt_s = time.perf_counter() - t_ckpt
+            telemetry.apart_s["checkpoint_s"] += ckpt_s
+            telemetry.host_extra["time/checkpoint_ms"] = ckpt_s * 1e3
 
     telemetry.flush()
-    if writer is not None:
-        writer.flush()
     if main and checkpoint_dir is not None and config.save_final and status == "finished":
         save_weights(Path(checkpoint_dir) / "final.pt", model, config)  # for flatness analysis
-    return RunResult(status=status, steps=step + 1, wall_s=time.monotonic() - t_start,
-                     final=dict(telemetry.latest), message=message, setup_s=setup_s)
+    return RunResult(status=status, steps=steps_run, train_s=telemetry.train_s, wall_s=time.monotonic() - t_start,
+                     final=dict(telemetry.latest), message=message, setup_s=t_start - t_setup,
+                     apart_s=dict(telemetry.apart_s))
 
+
+def _any_rank_stops(should_stop: Callable[[], bool] | None, device: torch.device) -> bool:
+    """Whether any rank was asked to stop: one all-reduce and one host read, at flush steps only."""
+    flag = torch.tensor([float(should_stop is not None and should_stop())], device=device)
+    torch.distributed.all_reduce(flag)
+    return flag.item() > 0

@@ -73,9 +73,11 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, d
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         return "failed"
-    store.set_params(run_id, {"setup_s": round(result.setup_s, 3), "train_wall_s": round(result.wall_s, 3)})
+    store.set_params(run_id, {"steps_run": result.steps, "train_s": round(result.train_s, 4),
+                              "wall_s": round(result.wall_s, 3), "setup_s": round(result.setup_s, 3),
+                              **{k: round(v, 4) for k, v in result.apart_s.items()}})
     store.update_run(run_id, status=result.status, finished_at=time.time(),
-                     last_step=result.steps - 1, error=result.message or None)
+                     last_step=result.steps - 1 if result.steps else None, error=result.message or None)
     return result.status
 
 

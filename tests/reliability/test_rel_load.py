@@ -110,9 +110,9 @@ def test_eight_writers_three_readers_no_locks_no_gaps(tmp_path):
     rows = store.connection().execute("SELECT count(*) FROM metrics").fetchone()[0]
     step_rows = store.connection().execute("SELECT count(*) FROM steps").fetchone()[0]
     window = max(r["finished_at"] for r in runs) - first_row_at
-    train_s = sum(store.get_params(r["id"])["train_wall_s"] for r in runs)
-    # how many runs were training at the same moment (training window = the last train_wall_s)
-    windows = [(r["finished_at"] - store.get_params(r["id"])["train_wall_s"], r["finished_at"]) for r in runs]
+    train_s = sum(store.get_params(r["id"])["wall_s"] for r in runs)
+    # how many runs were training at the same moment (training window = the last wall_s)
+    windows = [(r["finished_at"] - store.get_params(r["id"])["wall_s"], r["finished_at"]) for r in runs]
     overlap = max(sum(a <= t < b for a, b in windows) for t, _ in windows)
     everything = [x for v in latencies.values() for x in v]
     print(f"\nLOAD {RUNS} runs x {STEPS} steps, {READERS} readers, {wall:.1f} s in all: "
