@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alto.analysis.flatness import (
+from alto.probes.flatness import (
     filter_normalize, hessian_trace, hvp, interpolate, profile_1d, random_directions,
     top_hessian_eigenvalue,
 )

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alto.analysis.flatness_job import (
-    execute_job, flatness_settings, make_probe, measurable_runs, queue_flatness_job, summarize,
+from alto.analysis.experiment import best_lr_per_optimizer
+from alto.probes.flatness_job import (
+    chosen_lrs, execute_job, flatness_settings, make_probe, measurable_runs, queue_flatness_job, summarize,
 )
 from alto.runner import Supervisor
 from alto.store import Store
@@ -110,6 +111,28 @@ def test_summarize_groups_by_optimizer_and_lr():
     assert rows["lamb"]["n"] == 1 and math.isnan(rows["lamb"]["trace_std"])
 
 
+def test_the_pair_is_taken_at_the_learning_rates_compare_chooses(tmp_path):
+    """The LR with the best validation metric, by the experiment's own target metric and its
+    direction; never the lowest loss on the probe's batch."""
+    store = Store(tmp_path / "lrs.db")
+    exp = store.create_experiment("lrs", config={"targets": {"metric": "val/error"}})
+    # val/error (lower is better) favours lr 0.1 for alto; val/acc would favour 0.01
+    for lr, error, acc in ((0.01, 0.30, 0.9), (0.1, 0.20, 0.5)):
+        for seed in (0, 1):
+            run = store.add_run(exp, name="r", optimizer="alto", seed=seed, lr=lr, config={}, status="finished")
+            with store.writer(run, flush_every_s=math.inf) as w:
+                w.log(0, {"val/error": 0.9, "val/acc": 0.1}, wall_time=0.0)
+                w.log(10, {"val/error": error, "val/acc": acc}, wall_time=1.0)
+    assert chosen_lrs(store, exp) == {"alto": 0.1}
+    assert chosen_lrs(store, exp) == best_lr_per_optimizer(store, exp, "val/error", "min")
+    other = store.create_experiment("no targets")
+    run = store.add_run(other, name="r", optimizer="lamb", seed=0, lr=0.01, config={}, status="finished")
+    with store.writer(run, flush_every_s=math.inf) as w:
+        w.log(0, {"train/loss": 1.0}, wall_time=0.0)
+    assert chosen_lrs(store, other) == {}  # no validation metric: nothing to choose on
+    store.close()
+
+
 # --- a real job ----------------------------------------------------------------------------------
 
 def test_supervisor_runs_a_real_flatness_job(copied):
@@ -128,7 +151,7 @@ def test_supervisor_runs_a_real_flatness_job(copied):
     log = Path(job["log_path"]).read_text()
     assert job["status"] == "finished", f"{job['error']}\n{log}"
     assert job["pid"] and job["pgid"] == job["pid"] and job["finished_at"] >= job["started_at"]
-    assert "alto.analysis.flatness_job" in log and f"job {job_id}: finished" in log
+    assert "alto.probes.flatness_job" in log and f"job {job_id}: finished" in log
 
     (artifact,) = store.artifacts(kind="flatness", experiment_id=exp)
     payload = artifact["payload"]

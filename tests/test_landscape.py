@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from alto.analysis.landscape import (
+from alto.probes.landscape import (
     LANDSCAPES, OPTIMIZERS, cardioid_residual, default_lr, grid, run_trajectory, stability_bound,
     valley_arc_length, value_and_grad,
 )
@@ -215,7 +215,7 @@ def test_divergence_is_reported_not_raised():
 
 
 def test_explorer_figures_and_rows_for_2d_and_1d():
-    from alto.analysis.landscape import LANDSCAPES, grid, run_trajectory, trajectory_rows
+    from alto.probes.landscape import LANDSCAPES, grid, run_trajectory, trajectory_rows
     from alto.plots.landscape import explorer_figures
 
     for name, keys in (("squared_cardioid", {"main", "loss", "a", "valley"}), ("f1", {"main", "loss", "a", "position"})):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alto.analysis import views
+from alto.presentation import views
 from alto.store import Store
 
 PAGES = Path(__file__).resolve().parents[1] / "app" / "sections"

@@ -7,8 +7,8 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alto.analysis.flatness_job import execute_job, queue_flatness_job
-from alto.analysis.landscape import LANDSCAPES
+from alto.probes.flatness_job import execute_job, queue_flatness_job
+from alto.probes.landscape import LANDSCAPES
 from alto.store import Store
 from conftest import ROOT
 from test_flatness_job import copy_db

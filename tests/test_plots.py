@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from alto.analysis import RoiInputs, sensitivity as savings_at, speedup_grid
+from alto.analysis.savings import RoiInputs, sensitivity as savings_at, speedup_grid
 from alto.plots import (
     OPTIMIZER_COLORS, bar_with_ci, color_for, contour_with_paths, curves, heatmap,
     runs_overlay, sensitivity,
@@ -162,10 +160,3 @@ def test_contour_with_paths_animates_over_steps():
         contour_with_paths(xs, ys, Z.T, paths)
     with pytest.raises(ValueError, match="SGD"):
         contour_with_paths(xs, ys, Z, {"SGD": np.zeros((5, 3))})
-
-
-def test_no_streamlit_in_library_packages():
-    root = Path(__file__).resolve().parents[1] / "alto"
-    for pkg in ("analysis", "plots"):
-        for f in (root / pkg).glob("*.py"):
-            assert "streamlit" not in f.read_text(), f

@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from alto.analysis.measured import measure
-from alto.analysis.report import build_report
+from alto.presentation.report import build_report
 from alto.store import Store
 from conftest import ROOT
 

@@ -1,24 +1,12 @@
-"""Analysis: smoothing, aggregation over seeds, time to target, speed-up with CIs, ROI.
+"""What an experiment measured, and what that is worth.
 
-Everything here is a pure function of arrays except `store_io`, which reads a Store and
-calls the pure functions.
+experiment  reads an experiment's runs from the Store: best LR per optimizer, time to target
+            per run, the summary table, series grouped by optimizer
+measured    the speed-up of one optimizer over another at a target, as the ROI page and the
+            report use it (reads the Store through `experiment`)
+savings     GPU-hours, money, energy and CO2e a speed-up saves a year (pure)
+claims      the paper's headline claims, kept apart from what was measured (pure)
+
+The statistics themselves live in `alto.stats`; what people read is built in
+`alto.presentation`. Import from the module that defines a name.
 """
-
-from .aggregate import align_runs, band
-from .claims import PAPER_CLAIMS, PaperClaim, paper_scenario
-from .downsample import MAX_POINTS, downsample, downsample_indices
-from .roi import RoiInputs, RoiResult, Span, roi, sensitivity, speedup_grid, with_speedup
-from .smoothing import ema_debiased
-from .speedup import (
-    DiffResult, SpeedupResult, SplitResult, bootstrap_ci, metric_difference, speedup,
-    split_speedup,
-)
-from .targets import TargetResult, target_result, time_to_target
-
-__all__ = [
-    "MAX_POINTS", "PAPER_CLAIMS", "DiffResult", "PaperClaim", "RoiInputs", "RoiResult", "Span",
-    "SpeedupResult", "SplitResult", "TargetResult", "align_runs", "band", "bootstrap_ci",
-    "downsample", "downsample_indices", "ema_debiased", "metric_difference", "paper_scenario",
-    "roi", "sensitivity", "speedup", "speedup_grid", "split_speedup", "target_result",
-    "time_to_target", "with_speedup",
-]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from alto.stats.metrics import selection_metric
+from alto.stats.speedup import DiffResult, SpeedupResult, SplitResult, metric_difference, speedup, split_speedup
 from alto.store import Store
 
-from .speedup import DiffResult, SpeedupResult, SplitResult, metric_difference, speedup, split_speedup
-from .store_io import DEFAULT_STATUSES, best_lr_per_optimizer, target_results, validation_metric
+from .experiment import DEFAULT_STATUSES, best_lr_per_optimizer, resolve_mode, target_results
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,13 @@ class Measured:
 
 
 def measure(store: Store, experiment_id: int, *, candidate: str = "alto", baseline: str = "lamb",
-            metric: str = "val/acc", mode: str = "max", threshold: float, smoothing: float = 0.0,
+            metric: str = "val/acc", mode: str | None = None, threshold: float, smoothing: float = 0.0,
             n_boot: int = 2000) -> Measured:
-    """Speed-up of `candidate` over `baseline` to `threshold` on `metric`, with CIs over seeds."""
+    """Speed-up of `candidate` over `baseline` to `threshold` on `metric`, with CIs over seeds.
+
+    `mode` defaults to the metric's direction (resolve_mode); each optimizer's LR is chosen on
+    selection_metric(metric, what the runs logged, mode).
+    """
     if candidate == baseline:
         raise ValueError("candidate and baseline must be different optimizers")
     runs = [r for r in store.list_runs(experiment_id=experiment_id) if r["status"] in DEFAULT_STATUSES]
@@ -58,10 +63,11 @@ def measure(store: Store, experiment_id: int, *, candidate: str = "alto", baseli
     keys = {k for r in runs for k in store.metric_keys(r["id"])}
     if metric not in keys:
         raise ValueError(f"metric: {metric!r} was not logged by these runs; logged: {sorted(keys)}")
-    select_metric, select_mode = validation_metric(metric, mode, keys)
-    if select_metric not in keys:
+    mode = resolve_mode(store, experiment_id, metric, mode)
+    selection = selection_metric(metric, keys, mode)
+    if selection is None:
         raise ValueError("metric: no validation metric logged to choose learning rates on")
-    lrs = best_lr_per_optimizer(store, experiment_id, select_metric, select_mode)
+    lrs = best_lr_per_optimizer(store, experiment_id, *selection)
     arms = {name: [r for r in runs if r["optimizer"] == name and float(r["lr"]) == float(lrs[name])]
             for name in (candidate, baseline)}
     targets = target_results(store, [r["id"] for rs in arms.values() for r in rs], metric, threshold,
@@ -81,41 +87,3 @@ def measure(store: Store, experiment_id: int, *, candidate: str = "alto", baseli
         split=split_speedup([targets[r["id"]] for r in arms[baseline]],
                             [targets[r["id"]] for r in arms[candidate]], n_boot=n_boot),
         difference=difference, n_candidate=len(arms[candidate]), n_baseline=len(arms[baseline]))
-
-
-# Typical on-demand cloud list prices and board power, as editable starting points (assumptions,
-# not measurements; the page says so). kWh per GPU-hour ~ board power at high utilisation.
-GPU_TYPES = {
-    "H200": {"price": 3.80, "kwh": 0.70},
-    "H100": {"price": 3.00, "kwh": 0.70},
-    "A100 80GB": {"price": 1.80, "kwh": 0.40},
-    "L40S": {"price": 1.20, "kwh": 0.35},
-    "L4": {"price": 0.70, "kwh": 0.072},
-    "RTX 4090": {"price": 0.40, "kwh": 0.45},
-}
-DEFAULT_CARBON_KG_PER_KWH = 0.40  # a grid average; edit to your region's
-
-
-def _span_text(span, fmt: str) -> str:
-    if span is None:
-        return "-"
-    if span.low == span.high == span.estimate:
-        return format(span.estimate, fmt)
-    lo, hi = sorted((span.low, span.high))
-    return f"{format(span.estimate, fmt)} ({format(lo, fmt)} to {format(hi, fmt)})"
-
-
-def roi_rows(result, inputs) -> dict[str, str]:
-    """One column of the ROI table: each figure as 'estimate (low to high)'."""
-    ci = (f"{inputs.speedup:.2f}x ({inputs.speedup_low:.2f}x to {inputs.speedup_high:.2f}x)"
-          if inputs.has_ci else f"{inputs.speedup:.2f}x (no CI)")
-    return {
-        "speed-up": ci,
-        "baseline GPU-hours / year": f"{result.baseline_gpu_hours:,.0f}",
-        "GPU-hours / year with the candidate": _span_text(result.new_gpu_hours, ",.0f"),
-        "GPU-hours reclaimed / year": _span_text(result.gpu_hours_saved, ",.0f"),
-        "cost saved / year ($)": _span_text(result.cost_saved, ",.0f"),
-        "energy saved / year (kWh)": _span_text(result.energy_kwh_saved, ",.0f"),
-        "CO2e saved / year (kg)": _span_text(result.co2e_kg_saved, ",.0f"),
-        "verdict": result.verdict,
-    }

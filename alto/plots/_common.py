@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from alto.analysis.downsample import MAX_POINTS, downsample, downsample_indices
-
-__all__ = ["MAX_POINTS", "arr", "downsample", "downsample_indices", "layout"]
-
 
 def arr(values: object, field: str) -> np.ndarray:
     """A 1-D float array, ValueError naming `field` otherwise."""

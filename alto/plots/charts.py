@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ._common import MAX_POINTS, arr, downsample, downsample_indices, layout
+from alto.stats.downsample import MAX_POINTS, downsample, downsample_indices
+
+from ._common import arr, layout
 from .palette import color_for
 
 
@@ -86,7 +88,7 @@ def bar_with_ci(
 def _at(speedups: np.ndarray, savings: np.ndarray, s: float, field: str) -> float:
     if not speedups[0] <= s <= speedups[-1]:
         raise ValueError(f"{field} speed-up {s} is outside the speedups range "
-                         f"[{speedups[0]:.3g}, {speedups[-1]:.3g}] (see analysis.speedup_grid)")
+                         f"[{speedups[0]:.3g}, {speedups[-1]:.3g}] (see alto.analysis.savings.speedup_grid)")
     return float(np.interp(s, speedups, savings))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from ._common import MAX_POINTS, arr, downsample, layout
+from alto.stats.downsample import MAX_POINTS, downsample
+
+from ._common import arr, layout
 from .palette import color_for, rgba
 
 
@@ -35,7 +37,7 @@ def curves(
     """One mean line per optimizer (named by it), with a ±1 std band and a min-max envelope.
 
     `groups` maps a name to {"grid", "mean"} and optionally "std", "min", "max", "n" (as
-    from alto.analysis.store_io.grouped_series). Per optimizer the traces are, in order:
+    from alto.analysis.experiment.grouped_series). Per optimizer the traces are, in order:
     envelope upper + "<name> min-max", band upper + "<name> ±1 std", then the mean "<name>".
     """
     fig = go.Figure()

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ._common import MAX_POINTS, arr, downsample_indices, layout
+from alto.stats.downsample import MAX_POINTS, downsample_indices
+
+from ._common import arr, layout
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from ._common import MAX_POINTS, downsample_indices, layout
+from alto.stats.downsample import MAX_POINTS, downsample_indices
+
+from ._common import layout
 from .charts import bar_with_ci
 from .curves import runs_overlay
 from .palette import color_for
@@ -118,8 +120,8 @@ def explorer_figures(ls, runs: dict, grid_arrays: tuple) -> dict[str, go.Figure 
     an animation slider, or the 1-D curve with visited points), loss and ‖a‖ over steps, and
     the distance along the valley (2-D) or the position over steps (1-D).
 
-    `ls` is an alto.analysis.landscape.Landscape, `runs` maps a label to its Trajectory and
-    `grid_arrays` is what alto.analysis.landscape.grid returned for `ls`.
+    `ls` is an alto.probes.landscape.Landscape, `runs` maps a label to its Trajectory and
+    `grid_arrays` is what alto.probes.landscape.grid returned for `ls`.
     """
     paths = {k: t.positions[np.isfinite(t.positions).all(axis=1)] for k, t in runs.items()}
     if ls.dim == 2:

@@ -37,7 +37,7 @@ UNFINISHED = ("running", "stalled")
 LOG_TAIL_LINES = 40
 ERROR_CHARS = 4000
 StatusCallback = Callable[[dict, str | None, str], None]  # (run, old status, new status)
-JOB_MODULES = {"flatness": "alto.analysis.flatness_job"}  # job kind -> module run as its process
+JOB_MODULES = {"flatness": "alto.probes.flatness_job"}  # job kind -> module run as its process
 
 # Children of supervisors that were stopped in this process: still reaped by any later tick,
 # so a long-lived app never collects zombies.

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 30_000
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class StoreError(Exception):

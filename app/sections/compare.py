@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from alto.analysis import views
-from alto.analysis.store_io import best_lr_per_optimizer, experiment_table, grouped_series
+from alto.analysis.experiment import best_lr_per_optimizer, experiment_table, experiment_targets, grouped_series
 from alto.plots import curves, runs_overlay
+from alto.presentation import views
+from alto.stats.metrics import metric_mode, selection_metric
 from alto.store import X_AXES
 from common import STATUS_ICONS, pick_experiment, store, supervisor
 
@@ -42,9 +43,10 @@ if not keys:
     st.info("The selected runs have not logged any metric yet.")
     st.stop()
 
-targets = (experiment.get("config") or {}).get("targets") or {}
+targets = experiment_targets(experiment)
 c1, c2, c3, c4 = st.columns([2, 2, 1, 2])
 metric = c1.selectbox("Metric", keys, index=keys.index(views.default_metric(keys)))
+direction = metric_mode(metric, targets)
 x = c2.selectbox("x axis", X_AXES, format_func=lambda a: views.AXIS_LABELS.get(a, a))
 log_y = c3.toggle("log y")
 smoothing = c4.slider("Smoothing (debiased EMA)", 0.0, 0.99, 0.0, 0.01,
@@ -62,7 +64,7 @@ if hi > lo:
     step_range = None if picked == (lo, hi) else picked
 
 if best_lr:
-    selection = views.selection_metric(metric, logged)
+    selection = selection_metric(metric, logged, direction)
     if selection is None:
         st.warning("No validation metric (val/acc, val/ppl, val/loss) was logged, so the best "
                    "LR cannot be chosen; showing every LR.")
@@ -96,7 +98,6 @@ else:
 # -- summary table ---------------------------------------------------------------------------
 st.subheader("Summary")
 optimizers = sorted({r["optimizer"] for r in runs})
-direction = views.metric_mode(metric, targets)
 c1, c2, c3 = st.columns(3)
 threshold = c1.number_input(
     f"Target: {metric} {'≥' if direction == 'max' else '≤'}",

@@ -5,8 +5,9 @@ import pandas as pd
 import plotly.colors
 import streamlit as st
 
-from alto.analysis.flatness_job import DEFAULTS, KIND, measurable_runs, queue_flatness_job, summarize
 from alto.plots import bar_with_ci, runs_overlay
+from alto.presentation.fmt import mean_pm_std
+from alto.probes.flatness_job import DEFAULTS, KIND, measurable_runs, queue_flatness_job, summarize
 from alto.runner.supervisor import log_tail
 from common import STATUS_ICONS, pick_experiment, store, supervisor, when
 
@@ -23,13 +24,6 @@ if experiment is None:
 experiment_id = experiment["id"]
 runs = measurable_runs(s, experiment_id)
 optimizers = sorted({r["optimizer"] for r in runs})
-
-
-def pm(mean: float, std: float) -> str:
-    """mean ± std, or the mean alone when there is no spread to show."""
-    if not math.isfinite(mean):
-        return "-"
-    return f"{mean:.4g} ± {std:.2g}" if math.isfinite(std) else f"{mean:.4g}"
 
 
 # -- queue a measurement ------------------------------------------------------------------------
@@ -97,9 +91,9 @@ st.caption(f"Measured {when(artifact['created_at'])} on {result['runs'][0]['samp
 summary = summarize(result)
 st.dataframe(pd.DataFrame([{
     "optimizer": r["optimizer"], "seeds (n)": r["n"],
-    "top Hessian eigenvalue": pm(r["top_eigenvalue_mean"], r["top_eigenvalue_std"]),
-    "Hessian trace": pm(r["trace_mean"], r["trace_std"]),
-    "loss on the batch": pm(r["loss_mean"], r["loss_std"]),
+    "top Hessian eigenvalue": mean_pm_std(r["top_eigenvalue_mean"], r["top_eigenvalue_std"]),
+    "Hessian trace": mean_pm_std(r["trace_mean"], r["trace_std"]),
+    "loss on the batch": mean_pm_std(r["loss_mean"], r["loss_std"]),
 } for r in summary]), hide_index=True)
 st.caption("mean ± standard deviation over seeds (no ± when n = 1). Lower means flatter.")
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from alto.analysis import views
-from alto.analysis.store_io import grouped_series
+from alto.analysis.experiment import grouped_series
 from alto.plots import curves
 from alto.plots.gradients import layer_heatmap
+from alto.presentation import views
 from alto.store import X_AXES
 from common import STATUS_ICONS, pick_experiment, store, supervisor
 

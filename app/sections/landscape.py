@@ -2,9 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from alto.analysis.landscape import (E_WRAPPED, GD_SCALE, LANDSCAPES, grid, run_trajectory, stability_bound,
-                                     trajectory_rows)
 from alto.plots.landscape import explorer_figures
+from alto.probes.landscape import (E_WRAPPED, GD_SCALE, LANDSCAPES, grid, run_trajectory, stability_bound,
+                                   trajectory_rows)
 
 LABELS = {"gd": "GD", "sgd": "SGD", "adam": "Adam", "e_gd": "E-GD", "e_sgd": "E-SGD", "e_adam": "E-Adam",
           "alto": "ALTO", "lamb": "Lamb", "lion": "LION"}

@@ -1,9 +1,9 @@
 """Live: progress and ETA per run, live curves, log tail, cancel — refreshed every 2 s."""
 import streamlit as st
 
-from alto.analysis.store_io import grouped_series
+from alto.analysis.experiment import grouped_series
 from alto.plots import curves
-from alto.analysis.views import fmt_duration
+from alto.presentation.fmt import duration
 from alto.runner.launch import progress
 from alto.runner.supervisor import log_tail
 from common import STATUS_ICONS, pick_experiment, store, supervisor
@@ -29,7 +29,7 @@ def live(experiment_id: int) -> None:
             continue
         p = progress(r)
         cols = st.columns([5, 1])
-        label = f"{STATUS_ICONS[r['status']]} {r['name']} — step {p['done']}/{p['total'] or '?'} — ETA {fmt_duration(p['eta_s'])}"
+        label = f"{STATUS_ICONS[r['status']]} {r['name']} — step {p['done']}/{p['total'] or '?'} — ETA {duration(p['eta_s'])}"
         cols[0].progress(p["fraction"], text=label)
         if cols[1].button("Cancel", key=f"cancel_{r['id']}"):
             sup.cancel(r["id"])

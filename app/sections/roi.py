@@ -2,10 +2,15 @@
 import pandas as pd
 import streamlit as st
 
-from alto.analysis import PAPER_CLAIMS, RoiInputs, paper_scenario, roi, sensitivity, speedup_grid
-from alto.analysis.measured import DEFAULT_CARBON_KG_PER_KWH, GPU_TYPES, measure, roi_rows
-from alto.analysis.report import build_report
+from alto.analysis.claims import PAPER_CLAIMS, paper_scenario
+from alto.analysis.experiment import experiment_targets
+from alto.analysis.measured import measure
+from alto.analysis.savings import DEFAULT_CARBON_KG_PER_KWH, GPU_TYPES, RoiInputs, roi, sensitivity, speedup_grid
 from alto.plots import sensitivity as sensitivity_chart
+from alto.presentation import fmt
+from alto.presentation.report import build_report
+from alto.presentation.views import default_threshold, roi_rows
+from alto.stats.metrics import metric_mode
 from common import pick_experiment, store
 
 s = store()
@@ -18,7 +23,7 @@ if experiment is None:
 
 runs = s.list_runs(experiment_id=experiment["id"])
 optimizers = sorted({r["optimizer"] for r in runs})
-targets = (experiment.get("config") or {}).get("targets") or {}
+targets = experiment_targets(experiment)
 keys = sorted({k for r in runs[:1] for k in s.metric_keys(r["id"])} & {"val/acc", "test/acc", "val/ppl", "val/loss"})
 
 with st.sidebar:
@@ -28,10 +33,10 @@ with st.sidebar:
     baseline = st.selectbox("Baseline", others, index=others.index("lamb") if "lamb" in others else 0)
     metric = st.selectbox("Target metric", keys or ["val/acc"],
                           index=(keys.index(targets["metric"]) if targets.get("metric") in keys else 0))
-    mode = "min" if metric.endswith(("ppl", "loss")) else "max"
-    default_threshold = float((targets.get("thresholds") or [0.9])[0])
+    mode = metric_mode(metric, targets)
+    suggested = default_threshold(metric, targets)
     threshold = st.number_input(f"Threshold ({'reach at most' if mode == 'min' else 'reach at least'})",
-                                value=default_threshold, format="%.4f")
+                                value=0.9 if suggested is None else suggested, format="%.4f")
     st.header("Your jobs")
     gpu = st.selectbox("GPU type", list(GPU_TYPES), help="Prices are typical on-demand list prices: edit them.")
     price = st.number_input("Price per GPU-hour ($)", min_value=0.0, value=GPU_TYPES[gpu]["price"], step=0.1,
@@ -60,8 +65,7 @@ if not measured.usable:
     st.warning(f"No measured speed-up: {sp.why_no_ci or sp.note}. Lower the threshold or run longer. "
                "Only the paper's claim can be shown below, and it is not a measurement.")
 else:
-    st.metric("Wall-clock speed-up (baseline time / candidate time)", sp.text() if hasattr(sp, "text") else
-              f"{sp.estimate:.2f}x")
+    st.metric("Wall-clock speed-up (baseline time / candidate time)", fmt.speedup_result(sp))
     split = measured.split
     if split.total is not None:
         st.write(f"Split like the paper's Table 18: {split.total:.2f}× = **{split.fewer_steps:.2f}× from the number "

@@ -5,7 +5,7 @@ import time
 
 import streamlit as st
 
-from alto.analysis import views
+from alto.presentation import views
 from alto.runner import log_tail
 from alto.train.run import remove_run_files
 from common import STATUS_ICONS, experiment_label, store, supervisor, when

@@ -134,7 +134,7 @@ def _settle(page, timeout_s: float = 60) -> None:
 def test_user_text_is_text_in_every_page_and_the_report(server, xss_db, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from alto.analysis.report import build_report
+    from alto.presentation.report import build_report
 
     url, _ = server
     db, experiment_id = xss_db

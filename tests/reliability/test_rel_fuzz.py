@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from alto.analysis.roi import RoiInputs
+from alto.analysis.savings import RoiInputs
 from alto.train.config import RunConfig
 from alto.train.presets import TOP_KEYS, load_preset, parse_preset
 

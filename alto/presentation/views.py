@@ -1,13 +1,13 @@
-"""What the Compare, Gradients and Runs pages show, as pure functions (plus two thin reads).
+"""What the Compare, Gradients, Runs and ROI pages show (the report shares the summary and ROI
+tables), as pure functions.
 
-The pages pass widgets' values in and get tables, series and labels out; nothing here
-imports Streamlit. `layer_trust_frame` is the only function that
-read a Store; everything else works on plain dicts, arrays and DataFrames.
+The pages pass widgets' values in and get tables, series and labels out; nothing here imports
+Streamlit. `layer_trust_frame` is the only function that reads a Store; everything else works
+on plain dicts, arrays and DataFrames.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from alto.analysis.experiment import DEFAULT_STATUSES
+from alto.analysis.savings import RoiInputs, RoiResult
 from alto.store import Store
 
-
-FULL_RESOLUTION = 1 << 62  # max_points that makes the store return every logged point
-PLOTTED_STATUSES = ("finished", "diverged")  # runs a comparison counts by default
+from . import fmt
 
 AXIS_LABELS = {"step": "step", "samples": "samples seen", "wall_time": "wall time (s)",
                "epoch": "epoch"}
@@ -31,7 +31,6 @@ OVERLAY = "overlay runs"
 # Keys that are not curves over steps: logged once, or shown on the Gradients page.
 _NOT_CURVES = ("params/", "layer_trust/")
 _PREFERRED = ("val/acc", "val/ppl", "val/loss", "train/loss")
-_VAL_CHOICES = (("val/acc", "max"), ("val/ppl", "min"), ("val/loss", "min"))
 
 
 # -- Compare: choosing what to plot ------------------------------------------------------
@@ -52,32 +51,12 @@ def default_metric(keys: Sequence[str]) -> str | None:
     return keys[0] if keys else None
 
 
-def metric_mode(metric: str, targets: Mapping | None = None) -> str:
-    """"max" when higher is better: the experiment's targets decide for their metric,
-    otherwise accuracies are "max" and everything else (losses, perplexity) "min"."""
-    if targets and targets.get("metric") == metric and targets.get("mode") in ("max", "min"):
-        return str(targets["mode"])
-    return "max" if metric.rsplit("/", 1)[-1] in ("acc", "accuracy") else "min"
-
-
 def default_threshold(metric: str, targets: Mapping | None) -> float | None:
     """The first threshold the experiment's config sets for this metric, else None."""
     if not targets or targets.get("metric") != metric:
         return None
     thresholds = [t for t in targets.get("thresholds") or [] if isinstance(t, (int, float))]
     return float(thresholds[0]) if thresholds else None
-
-
-def selection_metric(metric: str, keys: Iterable[str]) -> tuple[str, str] | None:
-    """The validation metric (and mode) that picks the best LR: the plotted metric when it
-    is a val/ metric, else the first of val/acc, val/ppl, val/loss logged. Never test/."""
-    logged = set(keys)
-    if metric.startswith("val/") and metric in logged:
-        return metric, metric_mode(metric)
-    for key, mode in _VAL_CHOICES:
-        if key in logged:
-            return key, mode
-    return None
 
 
 def default_baseline(optimizers: Sequence[str]) -> str | None:
@@ -90,7 +69,7 @@ def default_baseline(optimizers: Sequence[str]) -> str | None:
 def default_run_ids(runs: Sequence[dict]) -> list[int]:
     """The runs a comparison shows by default: finished or diverged, or while there is none
     of those, every run that has started (so a live experiment is not an empty page)."""
-    done = [r["id"] for r in runs if r["status"] in PLOTTED_STATUSES]
+    done = [r["id"] for r in runs if r["status"] in DEFAULT_STATUSES]
     return done or [r["id"] for r in runs if r["status"] != "queued"]
 
 
@@ -194,29 +173,6 @@ def restrict_table(table: pd.DataFrame, runs: Sequence[dict]) -> pd.DataFrame:
     return out
 
 
-def _num(v: float, digits: int = 4) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}g}"
-
-
-def _pm(mean: float, std: float) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "–"
-    return _num(mean) if std is None or not math.isfinite(std) else f"{_num(mean)} ± {_num(std, 2)}"
-
-
-def speedup_text(row: Mapping) -> str:
-    """"2.58× [1.46, 3.96]", "1.2×" (no CI), "1× (baseline)", or "–" when there is none."""
-    s, lo, hi = row["speedup"], row["speedup_low"], row["speedup_high"]
-    if s is None or not math.isfinite(s):
-        return "–"
-    if row.get("is_baseline"):
-        return "1× (baseline)"
-    text = f"{s:.3g}×"
-    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
-        text += f" [{lo:.3g}, {hi:.3g}]"
-    return text
-
-
 def speedup_note(row: Mapping) -> str:
     """Why the speed-up has no estimate or no CI, or how to read a partial one ('' if none)."""
     note = row.get("speedup_note") or ""
@@ -224,7 +180,8 @@ def speedup_note(row: Mapping) -> str:
 
 
 def summary_display(table: pd.DataFrame) -> pd.DataFrame:
-    """experiment_table rows as readable text columns (one row per optimizer and LR)."""
+    """experiment_table rows as readable text columns (one row per optimizer and LR), as the
+    Compare page and the report show them; the CI level and time unit come from its attrs."""
     a = table.attrs
     unit = AXIS_UNITS.get(a.get("x", ""), a.get("x", ""))
     level = int(round(100 * a.get("level", 0.95)))
@@ -233,16 +190,34 @@ def summary_display(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "optimizer": row["optimizer"], "lr": f"{row['lr']:g}",
             "n_seeds": int(row["n_runs"]), "diverged": int(row["n_diverged"]),
-            "final (mean ± std)": _pm(row["final_mean"], row["final_std"]),
-            "best (mean ± std)": _pm(row["best_mean"], row["best_std"]),
-            "reached target": ("–" if a.get("threshold") is None
+            "final (mean ± std)": fmt.mean_pm_std(row["final_mean"], row["final_std"]),
+            "best (mean ± std)": fmt.mean_pm_std(row["best_mean"], row["best_std"]),
+            "reached target": (fmt.MISSING if a.get("threshold") is None
                                else f"{int(row['n_reached'])}/{int(row['n_runs'])}"),
-            f"time to target ({unit})": _pm(row["target_mean"], row["target_std"]),
-            "steps to target": _num(row["steps_to_target_mean"]),
-            f"speed-up [{level}% CI]": speedup_text(row),
+            f"time to target ({unit})": fmt.mean_pm_std(row["target_mean"], row["target_std"]),
+            "steps to target": fmt.number(row["steps_to_target_mean"]),
+            f"speed-up [{level}% CI]": fmt.speedup_cell(row),
             "note": speedup_note(row),
         })
     return pd.DataFrame(rows)
+
+
+# -- ROI -----------------------------------------------------------------------------------
+
+def roi_rows(result: RoiResult, inputs: RoiInputs) -> dict[str, str]:
+    """One column of the ROI table: each figure as 'estimate (low to high)'."""
+    ci = (f"{inputs.speedup:.2f}x ({inputs.speedup_low:.2f}x to {inputs.speedup_high:.2f}x)"
+          if inputs.has_ci else f"{inputs.speedup:.2f}x (no CI)")
+    return {
+        "speed-up": ci,
+        "baseline GPU-hours / year": f"{result.baseline_gpu_hours:,.0f}",
+        "GPU-hours / year with the candidate": fmt.span(result.new_gpu_hours, ",.0f"),
+        "GPU-hours reclaimed / year": fmt.span(result.gpu_hours_saved, ",.0f"),
+        "cost saved / year ($)": fmt.span(result.cost_saved, ",.0f"),
+        "energy saved / year (kWh)": fmt.span(result.energy_kwh_saved, ",.0f"),
+        "CO2e saved / year (kg)": fmt.span(result.co2e_kg_saved, ",.0f"),
+        "verdict": result.verdict,
+    }
 
 
 # -- Gradients ---------------------------------------------------------------------------
@@ -372,18 +347,6 @@ def first_line(text: str | None, limit: int = 120) -> str:
     return ""
 
 
-def fmt_duration(seconds: float | None) -> str:
-    """"42 s", "3 min 05 s", "2 h 07 min"; "-" for unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
-
-
 def run_duration(run: Mapping, now: float) -> float | None:
     """Seconds from start to finish (or to `now` while it has no finish time)."""
     start = run.get("started_at")
@@ -412,7 +375,7 @@ def runs_table(runs: Sequence[dict], experiment_names: Mapping[int, str], now: f
         "lr": f"{float(r['lr']):g}",
         "status": f"{icons.get(r['status'], '')} {r['status']}".strip(),
         "steps": steps_text(r), "started": fmt_time(r.get("started_at")),
-        "duration": fmt_duration(run_duration(r, now)),
+        "duration": fmt.duration(run_duration(r, now)),
         "tags": ", ".join(r.get("tags") or []), "notes": r.get("notes") or "",
         "error": first_line(r.get("error")),
     } for r in runs]

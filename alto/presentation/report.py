@@ -3,21 +3,25 @@ claims beside measurements, raw numbers. Every piece of user text is escaped."""
 from __future__ import annotations
 
 import html
-import math
 import time
 
 import pandas as pd
 
 import alto
+from alto.analysis.claims import PAPER_CLAIMS, paper_scenario
+from alto.analysis.experiment import DEFAULT_STATUSES, experiment_table, experiment_targets, grouped_series
+from alto.analysis.measured import Measured, measure
+from alto.analysis.savings import DEFAULT_CARBON_KG_PER_KWH, GPU_TYPES, RoiInputs, roi
+from alto.plots import curves
+from alto.stats.metrics import metric_mode
 from alto.store import Store
 
-from .claims import PAPER_CLAIMS, paper_scenario
-from .measured import GPU_TYPES, Measured, measure, roi_rows
-from .roi import RoiInputs, roi
-from .store_io import experiment_table, grouped_series
+from . import fmt
+from .views import default_threshold, roi_rows, summary_display
 
 DEFAULT_COSTS = dict(gpu_hourly_price=GPU_TYPES["H100"]["price"], gpus_per_job=8, baseline_hours_per_job=24.0,
-                     jobs_per_year=50, energy_kwh_per_gpu_hour=GPU_TYPES["H100"]["kwh"], carbon_kg_per_kwh=0.4)
+                     jobs_per_year=50, energy_kwh_per_gpu_hour=GPU_TYPES["H100"]["kwh"],
+                     carbon_kg_per_kwh=DEFAULT_CARBON_KG_PER_KWH)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1d2433; }
@@ -39,8 +43,6 @@ def _table(frame: pd.DataFrame, css: str = "") -> str:
 
 
 def _figures(store: Store, run_ids: list[int], metric: str) -> list[str]:
-    from alto.plots import curves  # plotting is optional for callers that only want numbers
-
     parts = []
     for key, log_y in ((metric, False), ("train/loss", True)):
         groups = grouped_series(store, run_ids, key, x="wall_time", max_points=500)
@@ -66,37 +68,14 @@ def _raw_numbers(store: Store, runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _pm(mean: float, std: float, fmt: str = ".4g") -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "-"
-    return format(mean, fmt) + ("" if std is None or math.isnan(std) else f" ± {format(std, fmt)}")
-
-
-def display_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """experiment_table rows in reading form: mean ± std, speed-up with its CI, the note."""
-    rows = []
-    for r in table.to_dict(orient="records"):
-        ci = ("" if math.isnan(r["speedup_low"]) else f" [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]")
-        rows.append({
-            "optimizer": r["optimizer"] + (" (baseline)" if r["is_baseline"] else ""), "lr": r["lr"],
-            "runs": r["n_runs"], "final": _pm(r["final_mean"], r["final_std"]), "best": _pm(r["best_mean"], r["best_std"]),
-            "reached target": f"{r['n_reached']}/{r['n_runs']}",
-            "time to target (s)": _pm(r["target_mean"], r["target_std"], ".3g"),
-            "steps to target": "-" if math.isnan(r["steps_to_target_mean"]) else f"{r['steps_to_target_mean']:.0f}",
-            "speed-up [95% CI]": "-" if math.isnan(r["speedup"]) else f"{r['speedup']:.2f}x{ci}",
-            "note": r["speedup_note"]})
-    return pd.DataFrame(rows)
-
-
 def _claims_vs_measured(measured: Measured | None) -> pd.DataFrame:
     rows = []
     for claim in PAPER_CLAIMS.values():
         here = "not measured by this experiment"
         if measured is not None and claim.key == "time_saved" and measured.usable:
-            here = f"speed-up {measured.speedup.text()}" if hasattr(measured.speedup, "text") else \
-                f"speed-up {measured.speedup.estimate:.2f}x"
+            here = f"speed-up {fmt.speedup_result(measured.speedup)}"
         if measured is not None and claim.key == "accuracy_gain" and measured.difference is not None:
-            here = measured.difference.text(unit=measured.metric + " (fraction)")
+            here = fmt.difference(measured.difference, unit=measured.metric + " (fraction)")
         rows.append({"paper's claim": claim.claim, "how the paper obtained it": claim.how_obtained,
                      "caveats": claim.caveats, "measured here": here})
     return pd.DataFrame(rows)
@@ -109,11 +88,11 @@ def build_report(store: Store, experiment_id: int, *, candidate: str = "alto", b
     experiment = store.get_experiment(experiment_id)
     runs = store.list_runs(experiment_id=experiment_id)
     config = experiment.get("config") or {}
-    targets = config.get("targets") or {}
+    targets = experiment_targets(experiment)
     metric = metric or targets.get("metric") or "val/acc"
-    mode = mode or targets.get("mode") or ("min" if metric.endswith(("ppl", "loss")) else "max")
-    if threshold is None and targets.get("thresholds"):
-        threshold = float(targets["thresholds"][0])
+    mode = mode or metric_mode(metric, targets)
+    if threshold is None:
+        threshold = default_threshold(metric, targets)
     costs = {**DEFAULT_COSTS, **(costs or {})}
 
     params = store.get_params(runs[0]["id"]) if runs else {}
@@ -134,7 +113,7 @@ def build_report(store: Store, experiment_id: int, *, candidate: str = "alto", b
                              "hyper-parameters used": store.get_params(r["id"]).get("hparams", "-")}
                             for r in {(r["optimizer"], r["lr"]): r for r in runs}.values()])
 
-    finished = [r["id"] for r in runs if r["status"] in ("finished", "diverged")]
+    finished = [r["id"] for r in runs if r["status"] in DEFAULT_STATUSES]
     sections = [f"<h1>ALTO Lab report: {_e(experiment['name'])}</h1>",
                 f"<p class='note'>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Everything in the "
                 "measured columns comes from the runs listed at the end; the paper's claims are shown "
@@ -143,10 +122,13 @@ def build_report(store: Store, experiment_id: int, *, candidate: str = "alto", b
 
     summary = experiment_table(store, experiment_id, metric=metric, mode=mode, threshold=threshold,
                                baseline=baseline) if finished else pd.DataFrame()
-    sections += [f"<h2>Summary ({_e(metric)}, target {_e(threshold)}, baseline {_e(baseline)})</h2>",
-                 _table(display_summary(summary)) if len(summary) else "<p>No finished runs.</p>",
+    target = ("no target" if threshold is None
+              else f"target {metric} {'≥' if mode == 'max' else '≤'} {threshold:g}")
+    sections += [f"<h2>Summary ({_e(target)}, baseline {_e(baseline)})</h2>",
+                 _table(summary_display(summary)) if len(summary) else "<p>No finished runs.</p>",
                  "<p class='note'>speed-up = baseline time to target / candidate time (wall clock), mean over "
-                 "seeds, 95% bootstrap CI over seeds when there are at least two.</p>"]
+                 f"seeds, {summary.attrs.get('level', 0.95):.0%} bootstrap CI over seeds when there are at least "
+                 "two.</p>"]
 
     measured = None
     if threshold is not None and finished:

@@ -1,26 +1,41 @@
-"""The only analysis module that touches the database: pull arrays from a Store, call the
-pure functions, return tables and dicts ready for the pages and the report."""
+"""An experiment's runs read from the Store: best LR per optimizer, time to target per run,
+the summary table (one row per optimizer and LR) and series grouped by optimizer.
+
+Arrays are pulled from the Store and handed to the pure functions of `alto.stats`; what comes
+back are tables and dicts ready for the pages and the report."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from alto.stats._checks import check_choice
+from alto.stats.aggregate import group_runs, mean_std
+from alto.stats.downsample import MAX_POINTS
+from alto.stats.metrics import MODES, metric_mode, selection_metric
+from alto.stats.speedup import speedup
+from alto.stats.targets import TargetResult, target_result
 from alto.store import X_AXES, Store
-
-from ._checks import check_choice
-from .aggregate import group_runs
-from .downsample import MAX_POINTS
-from .speedup import speedup
-from .targets import MODES, TargetResult, target_result
 
 FULL_RESOLUTION = 1 << 62  # max_points that makes the store return every logged point
 DEFAULT_STATUSES = ("finished", "diverged")  # a diverged run is a run that missed the target
 N_DEVICES_KEY = "n_devices"  # run config key read for device-hours (default 1)
+
+
+def experiment_targets(experiment: Mapping) -> dict:
+    """The targets an experiment's config sets ({"metric", "mode", "thresholds"}), or {}."""
+    return dict((experiment.get("config") or {}).get("targets") or {})
+
+
+def resolve_mode(store: Store, experiment_id: int, metric: str, mode: str | None = None) -> str:
+    """`mode` when given, else metric_mode(metric) under the experiment's own targets."""
+    if mode is not None:
+        return check_choice(mode, "mode", MODES)
+    return metric_mode(metric, experiment_targets(store.get_experiment(experiment_id)))
 
 
 def _runs(store: Store, experiment_id: int, statuses: Sequence[str]) -> list[dict]:
@@ -34,17 +49,11 @@ def _per_run(summary: dict, metric: str, mode: str, which: str) -> float | None:
     return s["last"] if which == "final" else s["max" if mode == "max" else "min"]
 
 
-def _mean_std(values: list[float | None]) -> tuple[float, float]:
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    mean = float(v.mean()) if v.size else math.nan
-    return mean, float(v.std(ddof=1)) if v.size >= 2 else math.nan
-
-
 def best_lr_per_optimizer(
     store: Store,
     experiment_id: int,
     metric: str = "val/acc",
-    mode: str = "max",
+    mode: str | None = None,
     *,
     by: str = "final",
     statuses: Sequence[str] = DEFAULT_STATUSES,
@@ -54,12 +63,13 @@ def best_lr_per_optimizer(
     Chosen on a validation metric only (the metric must start with "val/": choosing on a
     test metric would leak the test set into the comparison). An LR with any run whose
     value is NaN (diverged) loses to every LR without. Ties go to the smaller LR.
-    Optimizers with no run that logged the metric are left out.
+    Optimizers with no run that logged the metric are left out. `mode` defaults to the
+    metric's direction (resolve_mode).
     """
     if not metric.startswith("val/"):
         raise ValueError(f"metric must be a validation metric ('val/...'), got {metric!r}: "
                          "choosing the LR on a test or train metric is not allowed")
-    check_choice(mode, "mode", MODES)
+    mode = resolve_mode(store, experiment_id, metric, mode)
     check_choice(by, "by", ("final", "best"))
     runs = _runs(store, experiment_id, statuses)
     summ = store.summary([r["id"] for r in runs])
@@ -123,7 +133,7 @@ def experiment_table(
     experiment_id: int,
     *,
     metric: str = "val/acc",
-    mode: str = "max",
+    mode: str | None = None,
     threshold: float | None = None,
     baseline: str = "lamb",
     x: str = "wall_time",
@@ -136,14 +146,14 @@ def experiment_table(
     """One row per (optimizer, lr): seeds, final/best metric mean±std, time to target on
     `x` (mean±std over reached runs), steps to target, speed-up vs the baseline with CI.
 
-    final/best are raw (unsmoothed) values; the target search uses `smoothing`.
-    The baseline arm is the baseline optimizer at one LR: its only LR, or the best by
-    `select_on` = (validation metric, mode). By default that is (metric, mode) when metric
-    is a val/ metric, else the first of val/acc (max), val/ppl (min), val/loss (min) that
-    the baseline runs logged. Without a threshold the target and speed-up columns are
-    empty (speedup_note "no threshold"). df.attrs holds the settings and baseline_lr.
+    `mode` defaults to the metric's direction (resolve_mode). final/best are raw (unsmoothed)
+    values; the target search uses `smoothing`. The baseline arm is the baseline optimizer at
+    one LR: its only LR, or the best by `select_on` = (validation metric, mode), by default
+    selection_metric(metric, what the baseline runs logged, mode). Without a threshold the
+    target and speed-up columns are empty (speedup_note "no threshold"). df.attrs holds the
+    settings and baseline_lr.
     """
-    check_choice(mode, "mode", MODES)
+    mode = resolve_mode(store, experiment_id, metric, mode)
     check_choice(x, "x", X_AXES)
     runs = _runs(store, experiment_id, statuses)
     summ = store.summary([r["id"] for r in runs])
@@ -155,8 +165,11 @@ def experiment_table(
     baseline_lr = base_lrs[0] if len(base_lrs) == 1 else None
     if select_on is None:
         logged = {k for r in runs if r["optimizer"] == baseline for k in summ[r["id"]]}
-        select_on = validation_metric(metric, mode, logged)
+        select_on = selection_metric(metric, logged, mode)
     if len(base_lrs) > 1:
+        if select_on is None:
+            raise ValueError(f"select_on: the {baseline!r} runs logged no validation metric, so "
+                             "its LR cannot be chosen; pass select_on=(val metric, mode)")
         chosen = best_lr_per_optimizer(store, experiment_id, *select_on, statuses=statuses)
         if baseline not in chosen:
             raise ValueError(f"select_on: the {baseline!r} runs did not log {select_on[0]!r}, "
@@ -181,34 +194,24 @@ def experiment_table(
                    n_runs=len(rs),
                    n_diverged=sum(r["status"] == "diverged" or (f is not None and math.isnan(f))
                                   for r, f in zip(rs, finals)))
-        row["final_mean"], row["final_std"] = _mean_std(finals)
-        row["best_mean"], row["best_std"] = _mean_std(bests)
+        row["final_mean"], row["final_std"] = mean_std(finals)
+        row["best_mean"], row["best_std"] = mean_std(bests)
         row.update(n_reached=0, target_mean=math.nan, target_std=math.nan,
                    steps_to_target_mean=math.nan, speedup=math.nan, speedup_low=math.nan,
                    speedup_high=math.nan, speedup_note="no threshold")
         if threshold is not None:
             t = times(rs)
             row["n_reached"] = sum(v is not None for v in t)
-            row["target_mean"], row["target_std"] = _mean_std(t)
-            row["steps_to_target_mean"] = _mean_std([targets[r["id"]].steps for r in rs])[0]
+            row["target_mean"], row["target_std"] = mean_std(t)
+            row["steps_to_target_mean"] = mean_std([targets[r["id"]].steps for r in rs])[0]
             row.update(_speedup_cells(base_times, t, baseline, row["is_baseline"], n_boot, level))
         rows.append(row)
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     df.attrs.update(metric=metric, mode=mode, threshold=threshold, x=x, baseline=baseline,
-                    baseline_lr=baseline_lr, smoothing=smoothing, select_on=tuple(select_on),
+                    baseline_lr=baseline_lr, smoothing=smoothing,
+                    select_on=None if select_on is None else tuple(select_on),
                     statuses=tuple(statuses), level=level)
     return df
-
-
-def validation_metric(metric: str, mode: str, logged: set[str]) -> tuple[str, str]:
-    """The (metric, mode) to choose learning rates on: `metric` itself when it is a validation
-    metric, else the first of val/acc, val/ppl, val/loss that was logged."""
-    if metric.startswith("val/"):
-        return metric, mode
-    for key, key_mode in (("val/acc", "max"), ("val/ppl", "min"), ("val/loss", "min")):
-        if key in logged:
-            return key, key_mode
-    return "val/acc", "max"
 
 
 def _speedup_cells(base_times: list | None, times: list, baseline: str, is_baseline: bool,

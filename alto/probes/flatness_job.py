@@ -1,7 +1,7 @@
 """The flatness job: sharpness of every finished run of an experiment, stored as one artifact.
 
 `queue_flatness_job` adds a `jobs` row; the supervisor starts
-`python -m alto.analysis.flatness_job JOB_ID --db PATH` for it (its own session, a log file), and
+`python -m alto.probes.flatness_job JOB_ID --db PATH` for it (its own session, a log file), and
 `execute_job` records the outcome: `finished` with a "flatness" artifact, `failed` with the error,
 or `cancelled` on SIGTERM.
 
@@ -13,8 +13,9 @@ statistics):
 * the Hessian trace (Hutchinson, Rademacher vectors: mean and standard error);
 * a 1-D loss profile along a filter-normalised random direction drawn from the SAME seed for
   every run (Li et al. 2018), so the curves are comparable across runs of one architecture;
-and, per seed that has both optimizers of the chosen pair, the loss along the straight line
-between their final weights (t = 0: the first optimizer's run, t = 1: the second's).
+and, per seed that has both optimizers of the chosen pair, each at the learning rate Compare
+chooses (the best seed-mean final value of the validation metric), the loss along the straight
+line between their final weights (t = 0: the first optimizer's run, t = 1: the second's).
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import argparse
 import math
 import os
 import signal
-import statistics
 import sys
 import time
 import traceback
@@ -33,13 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alto.analysis.flatness import hessian_trace, interpolate, profile_1d, random_directions, top_hessian_eigenvalue
+from alto.analysis.experiment import best_lr_per_optimizer, experiment_targets
 from alto.data import ImageData, load_dataset, text_batch
 from alto.models import build_model
+from alto.paths import checkpoint_dir, default_db
+from alto.probes.flatness import hessian_trace, interpolate, profile_1d, random_directions, top_hessian_eigenvalue
+from alto.stats.aggregate import mean_std
+from alto.stats.metrics import metric_mode, selection_metric
 from alto.store import Store
 from alto.train.checkpoint import load_weights
 from alto.train.config import RunConfig
-from alto.paths import checkpoint_dir
 from alto.train.device import resolve_device
 from alto.train.loop import SPLIT_SEED
 
@@ -156,15 +159,15 @@ def _measure_run(model: nn.Module, probe: Probe, settings: dict) -> dict:
             "profile": {"t": ts, "loss": losses}}
 
 
-def _best_lr(per_run: list[dict], optimizer: str) -> float | None:
-    """The optimizer's LR with the lowest mean loss on the fixed batch (its only LR, usually)."""
-    by_lr: dict[float, list[float]] = {}
-    for r in per_run:
-        if r["optimizer"] == optimizer:
-            by_lr.setdefault(r["lr"], []).append(r["loss"])
-    if not by_lr:
-        return None
-    return min(by_lr, key=lambda lr: statistics.fmean(by_lr[lr]) if all(map(math.isfinite, by_lr[lr])) else math.inf)
+def chosen_lrs(store: Store, experiment_id: int) -> dict[str, float]:
+    """Each optimizer's learning rate as Compare chooses it: the best seed-mean final value of the
+    validation metric that `selection_metric` picks for the experiment's target metric. Empty when
+    no run logged a validation metric."""
+    targets = experiment_targets(store.get_experiment(experiment_id))
+    metric = targets.get("metric") or "val/acc"
+    logged = {k for r in store.list_runs(experiment_id=experiment_id) for k in store.metric_keys(r["id"])}
+    selection = selection_metric(metric, logged, metric_mode(metric, targets))
+    return {} if selection is None else best_lr_per_optimizer(store, experiment_id, *selection)
 
 
 def measure_flatness(store: Store, experiment_id: int, settings: dict | None = None,
@@ -199,7 +202,11 @@ def measure_flatness(store: Store, experiment_id: int, settings: dict | None = N
             f"± {numbers['trace_se']:.2g}")
 
     a, b = settings["pair"]
-    lrs = {name: _best_lr(per_run, name) for name in (a, b)}
+    best = chosen_lrs(store, experiment_id)
+    lrs = {name: best.get(name) for name in (a, b)}
+    for name in (a, b):
+        if lrs[name] is None and any(r["optimizer"] == name for r in per_run):
+            log(f"{name}: no validation metric logged to choose its learning rate; no interpolation")
     by_arm = {(r["optimizer"], r["seed"]): r for r in per_run if r["lr"] == lrs.get(r["optimizer"])}
     interpolations = []
     for seed in sorted({r["seed"] for r in per_run}):
@@ -219,13 +226,6 @@ def measure_flatness(store: Store, experiment_id: int, settings: dict | None = N
             "interpolations": interpolations}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
-
-
 def summarize(payload: dict) -> list[dict]:
     """One row per optimizer (per optimizer and LR when it has several): n, and mean and std over
     seeds of the top eigenvalue, the trace and the loss on the fixed batch."""
@@ -240,7 +240,7 @@ def summarize(payload: dict) -> list[dict]:
     for label, rs in sorted(groups.items()):
         row = {"optimizer": label, "n": len(rs)}
         for key in ("top_eigenvalue", "trace", "loss"):
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([float(r[key]) for r in rs])
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([float(r[key]) for r in rs])
         rows.append(row)
     return rows
 
@@ -283,10 +283,10 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m alto.analysis.flatness_job JOB_ID [--db PATH]`: what the supervisor starts."""
-    parser = argparse.ArgumentParser(prog="python -m alto.analysis.flatness_job")
+    """`python -m alto.probes.flatness_job JOB_ID [--db PATH]`: what the supervisor starts."""
+    parser = argparse.ArgumentParser(prog="python -m alto.probes.flatness_job")
     parser.add_argument("job_id", type=int)
-    parser.add_argument("--db", default=os.environ.get("ALTO_DB", "runs/alto.db"))
+    parser.add_argument("--db", default=default_db())
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     status = execute_job(Store(args.db), args.job_id, log=lambda line: print(line, flush=True))

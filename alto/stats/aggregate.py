@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -63,6 +64,16 @@ def band(matrix: np.ndarray) -> dict[str, np.ndarray]:
     vmin = np.where(n > 0, np.where(ok, m, np.inf).min(axis=0, initial=np.inf), np.nan)
     vmax = np.where(n > 0, np.where(ok, m, -np.inf).max(axis=0, initial=-np.inf), np.nan)
     return {"mean": mean, "std": std, "min": vmin, "max": vmax, "n": n}
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) of the finite values; None, NaN and ±inf are left out.
+
+    NaN for the mean when no value is left, for the std when fewer than two are.
+    """
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    mean = float(v.mean()) if v.size else math.nan
+    return mean, float(v.std(ddof=1)) if v.size >= 2 else math.nan
 
 
 def group_labels(runs: Sequence[dict]) -> dict[int, str]:

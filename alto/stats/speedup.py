@@ -90,10 +90,6 @@ def _no_ci_reason(nb: int, nc: int) -> str | None:
     return f"point estimate only: {' and '.join(small)} reached run(s); a CI needs >= 2 per arm"
 
 
-def _fmt_ci(ci: tuple[float, float] | None, level: float, fmt: str) -> str:
-    return "" if ci is None else f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}] ({level:.0%} CI)"
-
-
 @dataclass(frozen=True)
 class SpeedupResult:
     """mean(baseline time) / mean(candidate time); > 1 means the candidate is faster."""
@@ -126,13 +122,6 @@ class SpeedupResult:
     @property
     def ci_includes_1(self) -> bool | None:
         return None if self.ci is None else self.ci[0] <= 1.0 <= self.ci[1]
-
-    def text(self) -> str:
-        if self.estimate is None:
-            return self.why_no_ci or "not reached"
-        s = f"{self.estimate:.2f}x{_fmt_ci(self.ci, self.level, '.2f')}"
-        s += f" over {self.reached_baseline} vs {self.reached_candidate} seeds"
-        return s + (" (partial reach)" if self.partial else "")
 
 
 def speedup(
@@ -256,10 +245,6 @@ class DiffResult:
     @property
     def ci_excludes_0(self) -> bool | None:
         return None if self.ci is None else not (self.ci[0] <= 0.0 <= self.ci[1])
-
-    def text(self, unit: str = "points") -> str:
-        return (f"{self.estimate:+.2f} {unit}{_fmt_ci(self.ci, self.level, '+.2f')}"
-                f" ({self.n_a} vs {self.n_b} seeds)")
 
 
 def metric_difference(

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import as_1d, check_choice, check_finite, same_length
+from .metrics import MODES
 from .smoothing import ema_debiased
-
-MODES = ("max", "min")
 
 
 def time_to_target(

@@ -13,7 +13,19 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ._checks import as_1d
+from alto.stats._checks import as_1d
+
+# Typical on-demand cloud list prices and board power, as editable starting points (assumptions,
+# not measurements; the page says so). kWh per GPU-hour ~ board power at high utilisation.
+GPU_TYPES = {
+    "H200": {"price": 3.80, "kwh": 0.70},
+    "H100": {"price": 3.00, "kwh": 0.70},
+    "A100 80GB": {"price": 1.80, "kwh": 0.40},
+    "L40S": {"price": 1.20, "kwh": 0.35},
+    "L4": {"price": 0.70, "kwh": 0.072},
+    "RTX 4090": {"price": 0.40, "kwh": 0.45},
+}
+DEFAULT_CARBON_KG_PER_KWH = 0.40  # a grid average; edit to your region's
 
 
 def _number(name: str, value: object) -> float:
@@ -198,12 +210,3 @@ def with_speedup(inputs: RoiInputs, speedup: float, low: float | None = None,
     values.update(speedup=speedup, speedup_low=speedup if low is None else low,
                   speedup_high=speedup if high is None else high)
     return RoiInputs(**values)
-
-
-def __getattr__(name: str) -> object:
-    # PAPER_CLAIMS lives in claims.py (which builds on RoiInputs); reachable from here too.
-    if name in ("PAPER_CLAIMS", "PaperClaim", "paper_scenario"):
-        from . import claims
-
-        return getattr(claims, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

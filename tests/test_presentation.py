@@ -1,16 +1,20 @@
-"""alto.analysis.views (what the Compare, Gradients and Runs pages show) and the layer heatmap."""
+"""alto.presentation: what the Compare, Gradients, Runs and ROI pages and the report show
+(views), the formatters (fmt), and the layer heatmap."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from alto.analysis import views
-from alto.analysis.aggregate import group_labels, group_runs
-from alto.analysis.smoothing import ema_debiased
-from alto.analysis.store_io import experiment_table, grouped_series
+from alto.analysis.experiment import experiment_table, grouped_series
+from alto.analysis.savings import RoiInputs, Span, roi
 from alto.plots.gradients import layer_heatmap, log_ticks
+from alto.presentation import fmt, views
+from alto.stats.aggregate import group_labels, group_runs
+from alto.stats.smoothing import ema_debiased
+from alto.stats.speedup import metric_difference, speedup
 from alto.store import Store
+from val_error_db import THRESHOLD, make_val_error_db
 
 
 def run(i, opt, seed=0, lr=0.01, status="finished", **extra):
@@ -51,28 +55,12 @@ def test_default_metric(keys, expected):
     assert views.default_metric(keys) == expected
 
 
-def test_metric_mode_follows_targets_then_name():
-    assert views.metric_mode("val/acc") == "max"
-    assert views.metric_mode("val/ppl") == "min"
-    assert views.metric_mode("grad_norm") == "min"
-    assert views.metric_mode("grad_norm", {"metric": "grad_norm", "mode": "max"}) == "max"
-    assert views.metric_mode("val/acc", {"metric": "val/loss", "mode": "min"}) == "max"
-
-
 def test_default_threshold_only_for_the_targets_metric():
     targets = {"metric": "val/acc", "mode": "max", "thresholds": [0.9, 0.95]}
     assert views.default_threshold("val/acc", targets) == 0.9
     assert views.default_threshold("val/loss", targets) is None
     assert views.default_threshold("val/acc", {}) is None
     assert views.default_threshold("val/acc", {"metric": "val/acc", "thresholds": []}) is None
-
-
-def test_selection_metric_is_always_a_validation_metric():
-    logged = {"val/acc", "val/loss", "test/acc", "train/loss"}
-    assert views.selection_metric("val/loss", logged) == ("val/loss", "min")
-    assert views.selection_metric("test/acc", logged) == ("val/acc", "max")
-    assert views.selection_metric("train/loss", {"val/ppl", "test/ppl"}) == ("val/ppl", "min")
-    assert views.selection_metric("train/loss", {"train/loss", "test/acc"}) is None
 
 
 def test_defaults_for_baseline_and_runs():
@@ -230,9 +218,62 @@ def test_summary_display_without_threshold(store, runs):
     (dict(speedup=1.0, speedup_low=math.nan, speedup_high=math.nan, speedup_note="baseline",
           is_baseline=True), "1× (baseline)", ""),
 ])
-def test_speedup_text_and_note(row, text, note):
-    assert views.speedup_text(row) == text
+def test_speedup_cell_and_note(row, text, note):
+    assert fmt.speedup_cell(row) == text
     assert views.speedup_note(row) == note
+
+
+def test_summary_display_ranks_val_error_as_lower_is_better(tmp_path):
+    store = Store(make_val_error_db(tmp_path / "errors.db"))
+    table = experiment_table(store, 1, metric="val/error", threshold=THRESHOLD, baseline="lamb",
+                             x="step")  # no mode given: the metric's own direction
+    assert table.attrs["mode"] == "min" and table.attrs["select_on"] == ("val/error", "min")
+    shown = views.summary_display(table).set_index("optimizer")
+    # best = the lowest error (0.3 and 0.31 for lamb), not the first value (0.9)
+    assert shown.loc["lamb", "best (mean ± std)"] == "0.305 ± 0.0071"
+    assert shown.loc["alto", "time to target (steps)"] == "33.75 ± 0.59"  # steps 33.3 and 34.2
+    assert shown.loc["alto", "speed-up [95% CI]"].startswith("2×")
+    assert shown.loc["alto", "reached target"] == "2/2"
+    store.close()
+
+
+# -- formatters ---------------------------------------------------------------------------
+
+def test_mean_pm_std_is_the_one_mean_std_formatter():
+    assert fmt.mean_pm_std(0.951234, 0.01234) == "0.9512 ± 0.012"
+    assert fmt.mean_pm_std(12345.6, math.nan) == "1.235e+04"  # one value: no spread to show
+    assert fmt.mean_pm_std(2.0, None) == "2"
+    for missing in (None, math.nan, math.inf):
+        assert fmt.mean_pm_std(missing, 0.1) == "–"
+    assert fmt.number(math.nan) == "–" and fmt.number(1 / 3, 2) == "0.33"
+
+
+def test_speedup_and_difference_text():
+    res = speedup([19.0, 20.0, 21.0], [9.5, 10.0, 10.5])
+    text = fmt.speedup_result(res)
+    assert text.startswith("2.00x [") and text.endswith("(95% CI) over 3 vs 3 seeds")
+    partial = fmt.speedup_result(speedup([10.0, None, 30.0], [5.0, 10.0, 15.0]))
+    assert partial.endswith("over 2 vs 3 seeds (partial reach)")
+    assert fmt.speedup_result(speedup([10.0], [5.0])) == "2.00x over 1 vs 1 seeds"
+    assert "not reached" in fmt.speedup_result(speedup([None, None], [5.0, 6.0]))
+    diff = fmt.difference(metric_difference([60.0, 62.0, 64.0], [58.0, 59.0, 60.0]))
+    assert diff.startswith("+3.00 points [+") and diff.endswith("(95% CI) (3 vs 3 seeds)")
+    assert fmt.difference(metric_difference([0.5], [0.25]), unit="val/acc") == \
+        "+0.25 val/acc (1 vs 1 seeds)"
+
+
+def test_span_and_roi_rows():
+    assert fmt.span(None, ",.0f") == "-"
+    assert fmt.span(Span(1000.0, 1000.0, 1000.0), ",.0f") == "1,000"
+    assert fmt.span(Span(1000.0, 1200.0, 800.0), ",.0f") == "1,000 (800 to 1,200)"
+    inputs = RoiInputs(speedup=2.0, speedup_low=1.5, speedup_high=2.5, gpu_hourly_price=3.0,
+                       gpus_per_job=4, baseline_hours_per_job=10.0, jobs_per_year=50)
+    rows = views.roi_rows(roi(inputs), inputs)
+    assert rows["speed-up"] == "2.00x (1.50x to 2.50x)"
+    assert rows["baseline GPU-hours / year"] == "2,000"
+    assert rows["cost saved / year ($)"] == "3,000 (2,000 to 3,600)"
+    assert rows["energy saved / year (kWh)"] == "-"  # not estimated
+    assert rows["verdict"].startswith("Saves money")
 
 
 # -- gradients ------------------------------------------------------------------------------
@@ -313,10 +354,10 @@ def test_first_line_and_duration():
         "Traceback (most recent call last):"
     assert views.first_line(None) == ""
     assert views.first_line("x" * 300, limit=10) == "x" * 9 + "…"
-    assert views.fmt_duration(None) == "-"
-    assert views.fmt_duration(42.4) == "42 s"
-    assert views.fmt_duration(185) == "3 min 05 s"
-    assert views.fmt_duration(7620) == "2 h 07 min"
+    assert fmt.duration(None) == "-" and fmt.duration(math.nan) == "-" and fmt.duration(-1) == "-"
+    assert fmt.duration(42.4) == "42 s"
+    assert fmt.duration(185) == "3 min 05 s"
+    assert fmt.duration(7620) == "2 h 07 min"
 
 
 def test_run_duration_and_steps():

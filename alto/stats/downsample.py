@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_POINTS = 2000  # per trace, everywhere (DESIGN.md section 5)
+MAX_POINTS = 2000  # per trace, in every figure: keeps pages and the report responsive
 
 
 def downsample_indices(n: int, max_points: int = MAX_POINTS) -> np.ndarray:

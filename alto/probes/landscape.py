@@ -11,9 +11,10 @@ same inputs give bit-identical arrays.
 Conventions the dashboard relies on:
 * ALTO and Lamb use grad_clip=None and weight_decay=0 here (a toy problem has one tensor, so a
   global clip to norm 1 would just turn the method into normalised GD). With weight_decay = 0 the
-  reference has NO trust ratio (OPTIMIZERS.md section 2); pass extra={"trust_ratio": "paper"} to
-  see the trust-ratio effect: the step becomes lr * ||theta|| * u/||u||, so it is proportional to
-  the distance from the origin (and stalls near it).
+  authors' reference applies NO trust ratio (see alto.optim.lamb_family); pass
+  extra={"trust_ratio": "paper"} to see the trust-ratio effect: the step becomes
+  lr * ||theta|| * u/||u||, so it is proportional to the distance from the origin (and stalls
+  near it).
 * E-wrapped optimizers and ALTO refuse |alpha| >= 1/(1 - beta1) (`stability_bound`) unless
   extra={"allow_unstable": True}.
 * `noise` adds seeded Gaussian noise N(0, noise^2) to every gradient component, mimicking the

@@ -1,4 +1,4 @@
-"""Small input checks shared by the analysis modules (each error names the offending field)."""
+"""Small input checks shared by the statistics and analysis modules (each error names the offending field)."""
 
 from __future__ import annotations
 
