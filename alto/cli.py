@@ -67,11 +67,8 @@ def cmd_bench_optim(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from alto.runner import queue_experiment
     from alto.train.presets import expand, load_preset
-    from alto.train.run import StopFlag, execute_run
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps),
                                    ("batch_size", args.batch_size), ("device", args.device),
@@ -91,6 +88,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     experiment_id = queue_experiment(store, preset, configs)
     runs = store.list_runs(experiment_id=experiment_id)
     print(f"experiment {experiment_id}: {len(runs)} runs of preset {preset.name!r} -> {store.path}", flush=True)
+    _train_here(store, runs)
+    print_results(store, experiment_id)
+    _print_verdicts(store, experiment_id)
+    return 0
+
+
+def _train_here(store, runs: list[dict]) -> None:
+    """Train `runs` one after the other in this process, with a progress bar each; Ctrl-C
+    cancels the current run and skips the rest."""
+    from tqdm import tqdm
+
+    from alto.train.run import StopFlag, execute_run
+
     flag = StopFlag().install()
     for run in runs:
         if flag():
@@ -107,8 +117,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 status = execute_run(store, run["id"], progress=progress, should_stop=flag)
             bar.set_postfix_str(status)
-    print_results(store, experiment_id)
-    return 0
+
+
+def _print_verdicts(store, experiment_id: int) -> None:
+    """The verdict sentences of a finished `alto run` (nothing when there is no target)."""
+    from alto.analysis.verdicts import compare
+
+    try:
+        comparison = compare(store, experiment_id)
+    except ValueError:
+        return
+    print()
+    for row in comparison.rows:
+        print(row.verdict.sentence)
 
 
 def _run_under_torchrun(store, run: dict, progress, stop) -> str:
@@ -147,14 +168,14 @@ def print_results(store, experiment_id: int) -> None:
     logged = {k for r in runs for k in summary.get(r["id"], {})}
     metric, best = selection_metric(wanted, logged, metric_mode(wanted, targets)) or ("val/acc", "max")
     header = f"{'run':>5} {'optimizer':<9} {'seed':>4} {'lr':>9} {'status':<9} {'final ' + metric:>15} " \
-             f"{'best ' + metric:>14} {'test':>8} {'time s':>8}"
+             f"{'best ' + metric:>14} {'test':>8} {'train s':>8}"
     print(header)
     for r in runs:
         s = summary.get(r["id"], {})
         final = s.get(metric, {}).get("last")
         top = s.get(metric, {}).get(best)
         test = s.get(metric.replace("val/", "test/"), {}).get("last")
-        took = (r["finished_at"] - r["started_at"]) if r.get("finished_at") and r.get("started_at") else None
+        took = store.get_params(r["id"]).get("train_s")  # the training clock: no setup, no evaluation
 
         def fmt(v, spec=".4f"):
             return "-" if v is None else format(v, spec)
@@ -281,6 +302,61 @@ def cmd_app(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """The verdict table: every candidate against the baseline at every target."""
+    from alto.analysis.verdicts import compare
+    from alto.presentation import views
+
+    store = _open_store(args.db)
+    try:
+        comparison = compare(store, args.experiment, metric=args.metric,
+                             thresholds=None if args.threshold is None else [args.threshold],
+                             baseline=args.baseline, candidates=args.candidate or None, axis=args.axis)
+    except KeyError:
+        raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    if args.json:
+        print(json.dumps([row.as_json() for row in comparison.rows], indent=1))
+        return 0
+    for note in (views.selection_note(comparison), views.left_out_note(comparison)):
+        if note:
+            print(note)
+    for threshold in comparison.thresholds:
+        print()
+        for row in comparison.rows:
+            if row.threshold == threshold:
+                print(row.verdict.sentence)
+        print(views.verdict_table(comparison, threshold).to_string(index=False))
+        print(views.arm_table(comparison, threshold).to_string(index=False))
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Queue the chosen LRs on fresh seeds (tagged confirm) and train them here."""
+    from alto.analysis.verdicts import compare
+    from alto.runner.queue import queue_confirmation
+
+    store = _open_store(args.db)
+    try:
+        lrs = compare(store, args.experiment, metric=args.metric,
+                      thresholds=None if args.threshold is None else [args.threshold]).selection.lrs
+        ids = queue_confirmation(store, args.experiment, lrs, args.seeds)
+    except KeyError:
+        raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    print(f"experiment {args.experiment}: {len(ids)} confirmation runs queued "
+          f"({', '.join(f'{o} lr={lr:g}' for o, lr in sorted(lrs.items()))}, {args.seeds} fresh seeds each)",
+          flush=True)
+    if args.queue_only:
+        print("queued only: the app or `alto worker` will run them")
+        return 0
+    _train_here(store, [store.get_run(i) for i in ids])
+    print_results(store, args.experiment)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from alto.presentation.report import build_report
 
@@ -340,12 +416,33 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one self-contained HTML report of an experiment")
     report.add_argument("--experiment", type=int, required=True)
     report.add_argument("--out", required=True)
-    report.add_argument("--candidate", default="alto")
-    report.add_argument("--baseline", default="lamb")
+    report.add_argument("--candidate", help="default: alto when it ran, else the first optimizer")
+    report.add_argument("--baseline", help="default: lamb when it ran, else the first optimizer")
     report.add_argument("--metric", help="target metric (default: the preset's, else val/acc)")
     report.add_argument("--threshold", type=float, help="target threshold (default: the preset's first)")
     report.add_argument("--db", default=default_db())
     report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser("compare", help="verdicts: each candidate against the baseline at each target")
+    compare.add_argument("--experiment", type=int, required=True)
+    compare.add_argument("--metric", help="validation metric of the target (default: the experiment's)")
+    compare.add_argument("--threshold", type=float, help="target threshold (default: every one the experiment sets)")
+    compare.add_argument("--baseline", help="default: lamb when it ran, else the first optimizer")
+    compare.add_argument("--candidate", action="append", help="repeatable; default: every other optimizer")
+    compare.add_argument("--axis", choices=["wall_time", "step"], default="wall_time",
+                         help="time to target on the training clock (s) or in steps")
+    compare.add_argument("--json", action="store_true", help="one JSON row per (candidate, baseline, threshold)")
+    compare.add_argument("--db", default=default_db())
+    compare.set_defaults(func=cmd_compare)
+
+    confirm = sub.add_parser("confirm", help="re-run each optimizer's chosen LR on fresh seeds")
+    confirm.add_argument("--experiment", type=int, required=True)
+    confirm.add_argument("--seeds", type=int, default=3, help="fresh seeds per optimizer (default 3)")
+    confirm.add_argument("--metric", help="as for compare")
+    confirm.add_argument("--threshold", type=float, help="as for compare")
+    confirm.add_argument("--queue-only", action="store_true", help="queue them for the app or `alto worker`")
+    confirm.add_argument("--db", default=default_db())
+    confirm.set_defaults(func=cmd_confirm)
 
     worker = sub.add_parser("worker", help="run queued runs in the foreground (the supervisor without the app)")
     worker.add_argument("--db", default=default_db())

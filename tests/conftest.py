@@ -44,7 +44,7 @@ def filled_db(tmp_path_factory) -> Path:
                            "optimizers": ["alto", "lamb", "sgd", "lion"], "seeds": 2, "run": TINY_RUN,
                            "optimizer": {"alto": {"lr": 0.01}, "lamb": {"lr": 0.01}, "sgd": {"lr": 0.1},
                                          "lion": {"lr": 0.001}},
-                           "targets": {"metric": "val/acc", "mode": "max", "thresholds": [0.8]}})
+                           "targets": {"metric": "val/acc", "mode": "max", "thresholds": [0.5, 0.8]}})
     experiment_id = queue_experiment(store, preset, expand(preset))
     for run in store.list_runs(experiment_id=experiment_id):
         assert execute_run(store, run["id"]) == "finished"

@@ -23,24 +23,24 @@ def db(tmp_path, monkeypatch):
 
 def test_compare_page(db):
     at = AppTest.from_file(str(ROOT / "app" / "sections" / "compare.py"), default_timeout=60).run()
-    next(s for s in at.selectbox if s.label == "Metric").set_value("val/error").run()
     assert not at.exception, [e.value for e in at.exception]
     target = next(n for n in at.number_input if n.label.startswith("Target: val/error"))
     assert target.label == "Target: val/error ≤" and target.value == THRESHOLD
-    table = at.dataframe[0].value.set_index("optimizer")
-    assert table.loc["lamb", "best (mean ± std)"] == "0.305 ± 0.0071"  # the lowest errors
-    assert table.loc["alto", "reached target"] == "2/2"
-    assert table.loc["alto", "speed-up [95% CI]"].startswith("2×")
+    assert at.markdown[0].value.startswith("On ") and "val/error ≤ 0.5" in at.markdown[0].value
+    arms = at.dataframe[1].value.set_index("optimizer")
+    assert arms.loc["lamb (baseline)", "final val/error (mean ± std)"] == "0.305 ± 0.0071"  # the lowest errors
+    assert arms.loc["alto", "reached"].startswith("2/2")
+    assert re.match(r"(1\.9\d|2\.0\d)x", at.dataframe[0].value["speed-up"][0])  # about 2x, not "reached at step 0"
 
 
 def test_report_summary(db):
     store = Store(db)
     html = build_report(store, 1)  # metric and threshold from the experiment's targets
     store.close()
-    assert "Summary (target val/error ≤ 0.5, baseline lamb)" in html
-    summary = html[html.index("<h2>Summary"):html.index("<h2>Compute savings")]
-    assert summary.count("0.305 ± 0.0071") == 2  # lamb's final and best: the lowest errors
-    assert re.search(r"<td>2× \[", summary)
+    assert "<h3>val/error ≤ 0.5</h3>" in html
+    verdicts = html[html.index("<h2>Verdicts"):html.index("<h2>Setup")]
+    assert "0.305 ± 0.0071" in verdicts  # lamb's final: the lowest errors
+    assert re.search(r"<td>(1\.9\d|2\.0\d)x \(2 vs 2 seeds", verdicts)
     assert "Measured (this experiment)" in html  # alto reached the target: a measured speed-up
 
 

@@ -118,7 +118,7 @@ def test_bar_with_ci():
 
 
 def test_sensitivity_marks_measured_point_and_paper_claim():
-    inputs = RoiInputs(1.2, 1.05, 1.35, 2.5, 8, 24.0, 100)
+    inputs = RoiInputs(1.2, 1.05, 1.35, "faster", 2.5, 8, 24.0, 100)
     grid = speedup_grid(1.2, 1.35, 1.42, n=5000)
     fig = sensitivity(grid, savings_at(inputs, grid), measured=(1.2, 1.05, 1.35), paper=1.42)
     curve, measured, paper = fig.data

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alto.analysis.experiment import experiment_table, grouped_series
+from alto.analysis.experiment import grouped_series
+from alto.analysis.verdicts import compare
 from alto.analysis.savings import RoiInputs, Span, roi
 from alto.plots.gradients import layer_heatmap, log_ticks
 from alto.presentation import fmt, views
@@ -63,10 +64,7 @@ def test_default_threshold_only_for_the_targets_metric():
     assert views.default_threshold("val/acc", {"metric": "val/acc", "thresholds": []}) is None
 
 
-def test_defaults_for_baseline_and_runs():
-    assert views.default_baseline(["alto", "lamb", "sgd"]) == "lamb"
-    assert views.default_baseline(["sgd", "lion"]) == "sgd"
-    assert views.default_baseline([]) is None
+def test_default_runs():
     rs = [run(1, "a"), run(2, "a", status="diverged"), run(3, "a", status="failed"),
           run(4, "a", status="running")]
     assert views.default_run_ids(rs) == [1, 2]
@@ -184,56 +182,28 @@ def test_grouped_series_caps_points(store, runs):
     assert all(group["grid"].size <= 7 for group in g.values())
 
 
-# -- summary table ------------------------------------------------------------------------
+# -- verdict tables ------------------------------------------------------------------------
 
-def test_summary_display_on_a_real_experiment(store, runs):
-    table = experiment_table(store, runs[0]["experiment_id"], metric="val/acc", threshold=0.5)
-    shown = views.summary_display(views.restrict_table(table, runs))
-    assert shown["optimizer"].tolist() == ["alto", "lamb", "lion", "sgd"]
-    assert shown["n_seeds"].tolist() == [2, 2, 2, 2]
-    assert "time to target (s)" in shown.columns
-    lamb = shown[shown["optimizer"] == "lamb"].iloc[0]
-    assert lamb["speed-up [95% CI]"] == "1× (baseline)"
-    assert all(" ± " in v for v in shown["final (mean ± std)"])
-    only_alto = views.restrict_table(table, [r for r in runs if r["optimizer"] == "alto"])
-    assert only_alto["optimizer"].tolist() == ["alto"] and only_alto.attrs == table.attrs
-
-
-def test_summary_display_without_threshold(store, runs):
-    table = experiment_table(store, runs[0]["experiment_id"], metric="val/acc")
-    shown = views.summary_display(table)
-    assert set(shown["reached target"]) == {"–"}
-    assert set(shown["speed-up [95% CI]"]) == {"–"} and set(shown["note"]) == {"no threshold"}
+def test_verdict_and_arm_tables_on_a_real_experiment(store, runs):
+    comparison = compare(store, runs[0]["experiment_id"], metric="val/acc", thresholds=[0.5])
+    verdicts = views.verdict_table(comparison)
+    assert verdicts["candidate"].str.split(" ").str[0].tolist() == ["alto", "lion", "sgd"]
+    assert set(verdicts["verdict"]) <= {"faster", "slower", "no meaningful difference", "not enough evidence"}
+    arms = views.arm_table(comparison)
+    assert arms["optimizer"].tolist() == ["alto", "lamb (baseline)", "lion", "sgd"]
+    assert arms["runs"].tolist() == [2, 2, 2, 2] and all(a.endswith("✓") for a in arms["lr"])
+    assert "time to target per seed (s)" in arms.columns
+    assert all(" ± " in v for v in arms["final val/acc (mean ± std)"])
 
 
-@pytest.mark.parametrize("row, text, note", [
-    (dict(speedup=2.5, speedup_low=1.5, speedup_high=3.5, speedup_note="", is_baseline=False),
-     "2.5× [1.5, 3.5]", ""),
-    (dict(speedup=1.2, speedup_low=math.nan, speedup_high=math.nan,
-          speedup_note="fewer than 2 reached runs", is_baseline=False),
-     "1.2×", "fewer than 2 reached runs"),
-    (dict(speedup=math.nan, speedup_low=math.nan, speedup_high=math.nan,
-          speedup_note="not reached: baseline 0/2", is_baseline=False), "–",
-     "not reached: baseline 0/2"),
-    (dict(speedup=1.0, speedup_low=math.nan, speedup_high=math.nan, speedup_note="baseline",
-          is_baseline=True), "1× (baseline)", ""),
-])
-def test_speedup_cell_and_note(row, text, note):
-    assert fmt.speedup_cell(row) == text
-    assert views.speedup_note(row) == note
-
-
-def test_summary_display_ranks_val_error_as_lower_is_better(tmp_path):
+def test_arm_table_ranks_val_error_as_lower_is_better(tmp_path):
     store = Store(make_val_error_db(tmp_path / "errors.db"))
-    table = experiment_table(store, 1, metric="val/error", threshold=THRESHOLD, baseline="lamb",
-                             x="step")  # no mode given: the metric's own direction
-    assert table.attrs["mode"] == "min" and table.attrs["select_on"] == ("val/error", "min")
-    shown = views.summary_display(table).set_index("optimizer")
-    # best = the lowest error (0.3 and 0.31 for lamb), not the first value (0.9)
-    assert shown.loc["lamb", "best (mean ± std)"] == "0.305 ± 0.0071"
-    assert shown.loc["alto", "time to target (steps)"] == "33.75 ± 0.59"  # steps 33.3 and 34.2
-    assert shown.loc["alto", "speed-up [95% CI]"].startswith("2×")
-    assert shown.loc["alto", "reached target"] == "2/2"
+    comparison = compare(store, 1, metric="val/error", thresholds=[THRESHOLD], baseline="lamb", axis="step")
+    assert comparison.mode == "min"
+    arms = views.arm_table(comparison).set_index("optimizer")
+    assert arms.loc["alto", "time to target per seed (steps)"] == "34.3, 35.2 steps"  # steps 33.3, 34.2 run -> +1
+    assert arms.loc["alto", "reached"].startswith("2/2")
+    assert comparison.row("alto").result.estimate > 1.9
     store.close()
 
 
@@ -250,23 +220,22 @@ def test_mean_pm_std_is_the_one_mean_std_formatter():
 
 def test_speedup_and_difference_text():
     res = speedup([19.0, 20.0, 21.0], [9.5, 10.0, 10.5])
-    text = fmt.speedup_result(res)
-    assert text.startswith("2.00x [") and text.endswith("(95% CI) over 3 vs 3 seeds")
-    partial = fmt.speedup_result(speedup([10.0, None, 30.0], [5.0, 10.0, 15.0]))
-    assert partial.endswith("over 2 vs 3 seeds (partial reach)")
-    assert fmt.speedup_result(speedup([10.0], [5.0])) == "2.00x over 1 vs 1 seeds"
-    assert "not reached" in fmt.speedup_result(speedup([None, None], [5.0, 6.0]))
-    diff = fmt.difference(metric_difference([60.0, 62.0, 64.0], [58.0, 59.0, 60.0]))
-    assert diff.startswith("+3.00 points [+") and diff.endswith("(95% CI) (3 vs 3 seeds)")
-    assert fmt.difference(metric_difference([0.5], [0.25]), unit="val/acc") == \
-        "+0.25 val/acc (1 vs 1 seeds)"
+    assert fmt.speedup(res).startswith("2.00x (3 vs 3 seeds, 95% CI ")
+    partial = fmt.speedup(speedup([10.0, None, 30.0], [5.0, 10.0, 15.0], baseline_spent=[10, 40, 30],
+                                  candidate_spent=[5, 10, 15]))
+    assert partial == "4.00x (3 vs 3 seeds, no interval)"
+    assert fmt.speedup(speedup([10.0], [5.0])) == "2.00x (1 vs 1 seeds, range 2.00–2.00)"
+    assert "not reached" in fmt.speedup(speedup([None, None], [5.0, 6.0]))
+    diff = fmt.difference(metric_difference([0.9549, 0.9551], [0.95, 0.9502]), "val/acc")
+    assert diff.startswith("+0.49 points (2 vs 2 seeds, 95% CI ")  # not "+0.00"
+    assert fmt.difference(metric_difference([2.5], [3.0]), "val/loss") == "-0.50 (1 vs 1 seeds, range -0.50 to -0.50)"
 
 
 def test_span_and_roi_rows():
     assert fmt.span(None, ",.0f") == "-"
     assert fmt.span(Span(1000.0, 1000.0, 1000.0), ",.0f") == "1,000"
     assert fmt.span(Span(1000.0, 1200.0, 800.0), ",.0f") == "1,000 (800 to 1,200)"
-    inputs = RoiInputs(speedup=2.0, speedup_low=1.5, speedup_high=2.5, gpu_hourly_price=3.0,
+    inputs = RoiInputs(speedup=2.0, speedup_low=1.5, speedup_high=2.5, evidence="faster", gpu_hourly_price=3.0,
                        gpus_per_job=4, baseline_hours_per_job=10.0, jobs_per_year=50)
     rows = views.roi_rows(roi(inputs), inputs)
     assert rows["speed-up"] == "2.00x (1.50x to 2.50x)"

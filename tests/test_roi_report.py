@@ -24,17 +24,19 @@ def db(filled_db, tmp_path, monkeypatch):
 
 def test_measure_alto_against_lamb(db):
     m = measure(db, 1, candidate="alto", baseline="lamb", metric="val/acc", threshold=0.5)
-    assert m.n_candidate == 2 and m.n_baseline == 2
-    assert m.usable and m.speedup.ci is not None  # two seeds each: a bootstrap CI exists
-    s, lo, hi = m.speedup_bounds()
-    assert lo <= s <= hi
-    assert m.split.total == pytest.approx(m.split.fewer_steps * m.split.cost_per_step)
-    assert m.difference is not None and m.difference.n_a == 2
+    r = m.row.result
+    assert (r.n_candidate, r.n_baseline) == (2, 2) and m.usable
+    assert r.interval_kind == "ci" and r.low <= r.high  # two seeds each, all reached: Welch on log times
+    assert m.fewer_steps * m.cost_per_step == pytest.approx(r.estimate)
+    assert m.row.difference is not None and len(m.row.difference.a) == 2
+    inputs = m.roi_inputs(gpu_hourly_price=2.0, gpus_per_job=4, baseline_hours_per_job=24.0, jobs_per_year=50)
+    assert inputs.evidence == m.row.verdict.word and (inputs.speedup_low, inputs.speedup_high) == (r.low, r.high)
 
 
 def test_measure_reports_unreachable_targets_and_bad_input(db):
     m = measure(db, 1, candidate="alto", baseline="lamb", metric="val/acc", threshold=1.01)
-    assert not m.usable and m.speedup_bounds() is None
+    assert not m.usable and m.roi_inputs(gpu_hourly_price=1.0, gpus_per_job=1, baseline_hours_per_job=1.0,
+                                         jobs_per_year=1) is None
     with pytest.raises(ValueError, match="baseline"):
         measure(db, 1, candidate="alto", baseline="adamw", threshold=0.5)
     with pytest.raises(ValueError, match="metric"):
@@ -48,7 +50,7 @@ def test_report_is_self_contained_and_escapes_user_text(db):
     html = build_report(db, 1, threshold=0.5)
     assert XSS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<script src=" not in html  # plotly.js is inlined: the file opens offline
-    for section in ("Setup", "Curves", "Summary", "Compute savings (ROI)", "Claims beside measurements",
+    for section in ("Setup", "Curves", "Verdicts", "Compute savings (ROI)", "Claims beside measurements",
                     "Raw numbers", "claim (NOT measured here)", "Measured (this experiment)", "notes with &lt;b&gt;html"):
         assert section in html, section
     assert "2.14" in html or "torch" in html
@@ -67,7 +69,7 @@ def test_cli_report_writes_the_file(db, tmp_path):
 def test_roi_page_reads_the_measured_and_claimed_figures(db):
     at = AppTest.from_file(str(ROOT / "app" / "sections" / "roi.py"), default_timeout=60).run()
     assert not at.exception
-    next(n for n in at.sidebar.number_input if n.label.startswith("Threshold")).set_value(0.5).run()
+    next(n for n in at.sidebar.number_input if n.label.startswith("Target")).set_value(0.5).run()
     next(n for n in at.sidebar.number_input if n.label.startswith("Price per GPU-hour")).set_value(2.0).run()
     next(n for n in at.sidebar.number_input if n.label.startswith("GPUs per job")).set_value(4).run()
     assert not at.exception
@@ -82,6 +84,6 @@ def test_roi_page_reads_the_measured_and_claimed_figures(db):
     assert measured["speed-up"].endswith(")") and "x" in measured["speed-up"]
     assert at.get("plotly_chart") and at.get("download_button")
     # an unreachable threshold: said plainly, and the paper column stays labelled as a claim
-    next(n for n in at.sidebar.number_input if n.label.startswith("Threshold")).set_value(1.01).run()
-    assert any("No measured speed-up" in w.value for w in at.warning)
+    next(n for n in at.sidebar.number_input if n.label.startswith("Target")).set_value(1.01).run()
+    assert "not reached" in at.markdown[0].value and not at.success  # never a green box without a saving
     assert list(at.dataframe[0].value.columns) == ["Paper's claim (NOT measured here)"]

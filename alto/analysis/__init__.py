@@ -1,11 +1,13 @@
 """What an experiment measured, and what that is worth.
 
-experiment  reads an experiment's runs from the Store: best LR per optimizer, time to target
-            per run, the summary table, series grouped by optimizer
-measured    the speed-up of one optimizer over another at a target, as the ROI page and the
-            report use it (reads the Store through `experiment`)
+experiment  reads an experiment's settings (its targets) and its runs' series grouped by optimizer
+verdicts    the one path from the store to verdicts: time to target on the raw validation series,
+            misses and divergence priced, LR selection, confirmation runs, candidate vs baseline
+measured    the verdict of one pair at one target as the ROI page and the report use it, with
+            its split into fewer steps x cost per step
 savings     GPU-hours, money, energy and CO2e a speed-up saves a year (pure)
-claims      the paper's headline claims, kept apart from what was measured (pure)
+claims      the paper's headline claims, kept apart from what was measured, and what this
+            experiment measured at a claim's own metric and threshold
 
 The statistics themselves live in `alto.stats`; what people read is built in
 `alto.presentation`. Import from the module that defines a name.

@@ -2,7 +2,9 @@
 
 Assumes each job is run until it reaches the same target, so a speed-up s turns a
 baseline job of H GPU-hours into H / s GPU-hours. Savings are never clipped: a speed-up
-below 1 gives negative savings (the candidate costs more).
+below 1 gives negative savings (the candidate costs more). The verdict words follow the
+measurement's own verdict (README, "Honesty rules"): "saves" only when the speed-up was
+called faster; otherwise the range of outcomes, stated neutrally.
 """
 
 from __future__ import annotations
@@ -47,18 +49,24 @@ def _count(name: str, value: object) -> int:
     return int(v)
 
 
+EVIDENCE = ("faster", "slower", "no meaningful difference", "not enough evidence", "claim")
+
+
 @dataclass(frozen=True)
 class RoiInputs:
-    """A measured (or claimed) speed-up with its CI, and what the jobs cost.
+    """A measured (or claimed) speed-up with its interval, and what the jobs cost.
 
-    speedup_low/high bound the speed-up (pass speedup for both when there is no CI).
-    gpus_per_job and jobs_per_year are integers >= 1; prices, hours and factors are
-    finite and >= 0 (hours > 0); energy/carbon factors may be None (not reported).
+    speedup_low/high bound the speed-up (pass speedup for both when there is no interval); an
+    interval need not contain the estimate (a miss-priced cost ratio, say). `evidence` is the
+    measurement's verdict word, or "claim" for a number that was not measured here.
+    gpus_per_job and jobs_per_year are integers >= 1; prices, hours and factors are finite
+    and >= 0 (hours > 0); energy/carbon factors may be None (not reported).
     """
 
     speedup: float
     speedup_low: float
     speedup_high: float
+    evidence: str
     gpu_hourly_price: float
     gpus_per_job: int
     baseline_hours_per_job: float
@@ -73,12 +81,11 @@ class RoiInputs:
             if v <= 0:
                 raise ValueError(f"{name} must be > 0, got {v!r}")
             set_(self, name, v)
-        if not self.speedup_low <= self.speedup:
-            raise ValueError(f"speedup_low ({self.speedup_low}) must be <= speedup "
-                             f"({self.speedup})")
-        if not self.speedup <= self.speedup_high:
-            raise ValueError(f"speedup_high ({self.speedup_high}) must be >= speedup "
-                             f"({self.speedup})")
+        if not self.speedup_low <= self.speedup_high:
+            raise ValueError(f"speedup_low ({self.speedup_low}) must be <= speedup_high "
+                             f"({self.speedup_high})")
+        if self.evidence not in EVIDENCE:
+            raise ValueError(f"evidence must be one of {', '.join(map(repr, EVIDENCE))}, got {self.evidence!r}")
         for name in ("gpus_per_job", "jobs_per_year"):
             set_(self, name, _count(name, getattr(self, name)))
         price = _number("gpu_hourly_price", self.gpu_hourly_price)
@@ -157,24 +164,27 @@ def _money(x: float) -> str:
 
 def _verdict(inputs: RoiInputs, cost: Span, hours: Span) -> str:
     s, lo, hi = inputs.speedup, inputs.speedup_low, inputs.speedup_high
-    ci = f"{lo:.2f}x to {hi:.2f}x"
-    if inputs.has_ci and lo <= 1.0 <= hi:
-        return (f"The CI includes 1: no measurable saving (speed-up {s:.2f}x, CI {ci}; "
-                f"{hours.low:+,.0f} to {hours.high:+,.0f} GPU-hours, "
-                f"{_signed(cost.low)} to {_signed(cost.high)} a year).")
-    if s == 1.0:
-        return "No saving: the speed-up is exactly 1."
-    single = "" if inputs.has_ci else " (a single estimate, no CI)"
-    saves = s > 1.0
-    what = ("Saves money" if saves else "Costs money") if inputs.gpu_hourly_price > 0 else (
-        "Saves GPU time" if saves else "Costs GPU time")
-    amount = f"{abs(hours.estimate):,.0f} GPU-hours {'saved' if saves else 'extra'} a year"
-    if inputs.gpu_hourly_price > 0:
-        amount = f"{_money(cost.estimate)} and " + amount
-    rng = ""
+    priced = inputs.gpu_hourly_price > 0
+
+    def amount(money: float, gpu_hours: float) -> str:
+        text = f"{abs(gpu_hours):,.0f} GPU-hours {'saved' if gpu_hours >= 0 else 'extra'} a year"
+        return f"{_money(money)} and {text}" if priced else text
+
+    spread = ""
     if inputs.has_ci:
-        rng = f"; {_signed(cost.low)} to {_signed(cost.high)} a year over the CI {ci}"
-    return f"{what}{single}: about {amount} at {s:.2f}x{rng}."
+        spread = (f"; {_signed(cost.low) if priced else f'{hours.low:+,.0f} GPU-hours'} to "
+                  f"{_signed(cost.high) if priced else f'{hours.high:+,.0f} GPU-hours'} a year "
+                  f"over {lo:.2f}x to {hi:.2f}x")
+    if inputs.evidence == "faster":
+        return f"{'Saves money' if priced else 'Saves GPU time'}: about {amount(cost.estimate, hours.estimate)} at {s:.2f}x{spread}."
+    if inputs.evidence == "slower":
+        return f"{'Costs money' if priced else 'Costs GPU time'}: about {amount(cost.estimate, hours.estimate)} at {s:.2f}x{spread}."
+    if inputs.evidence == "claim":
+        return f"If the claim held for these jobs: {amount(cost.estimate, hours.estimate)} at {s:.2f}x (not measured here)."
+    if inputs.evidence == "no meaningful difference":
+        return f"No meaningful saving: the speed-up is within the equivalence margin ({s:.2f}x{spread})."
+    return (f"Not established: the measurement does not settle whether it saves or costs "
+            f"(estimate {s:.2f}x{spread or ', no interval'}).")
 
 
 def _signed(x: float) -> str:
@@ -204,9 +214,10 @@ def roi(inputs: RoiInputs) -> RoiResult:
 
 
 def with_speedup(inputs: RoiInputs, speedup: float, low: float | None = None,
-                 high: float | None = None) -> RoiInputs:
-    """The same cost assumptions with another speed-up (e.g. the paper's claim, no CI)."""
+                 high: float | None = None, *, evidence: str | None = None) -> RoiInputs:
+    """The same cost assumptions with another speed-up (e.g. the paper's claim, no interval)."""
     values = {f.name: getattr(inputs, f.name) for f in fields(inputs)}
     values.update(speedup=speedup, speedup_low=speedup if low is None else low,
-                  speedup_high=speedup if high is None else high)
+                  speedup_high=speedup if high is None else high,
+                  evidence=inputs.evidence if evidence is None else evidence)
     return RoiInputs(**values)

@@ -3,12 +3,12 @@
 Every line/marker trace is kept to at most 2,000 points; colours come from `palette`.
 """
 
-from .charts import bar_with_ci, heatmap, sensitivity
+from .charts import bar_with_ci, heatmap, seed_dots, sensitivity
 from .curves import curves, runs_overlay
 from .landscape import contour_with_paths
 from .palette import OPTIMIZER_COLORS, color_for
 
 __all__ = [
     "OPTIMIZER_COLORS", "bar_with_ci", "color_for", "contour_with_paths", "curves", "heatmap",
-    "runs_overlay", "sensitivity",
+    "runs_overlay", "seed_dots", "sensitivity",
 ]

@@ -138,3 +138,35 @@ def sensitivity(
     fig = layout(fig, title=title, x_label=x_label, y_label=y_label)
     fig.update_layout(hovermode="closest")
     return fig
+
+
+def seed_dots(
+    arms: dict[str, list[tuple[float | None, float]]],
+    title: str = "",
+    *,
+    x_label: str = "",
+    estimate_lines: dict[str, float] | None = None,
+) -> go.Figure:
+    """One row per arm, one dot per run at its time to target; a miss is an open cross at the
+    time it ran (it reached nothing). `arms` maps a label to [(time or None, spent), ...];
+    `estimate_lines` marks each arm's cost per success."""
+    fig = go.Figure()
+    for label, runs in arms.items():
+        color = color_for(label)
+        hit = [t for t, _ in runs if t is not None]
+        miss = [s for t, s in runs if t is None]
+        fig.add_trace(go.Scatter(x=hit, y=[label] * len(hit), mode="markers", name=f"{label} reached",
+                                 marker=dict(color=color, size=11, line=dict(width=1, color="white")),
+                                 hovertemplate="%{x:.4g}<extra>" + label + "</extra>"))
+        if miss:
+            fig.add_trace(go.Scatter(x=miss, y=[label] * len(miss), mode="markers", name=f"{label} missed",
+                                     marker=dict(color=color, size=12, symbol="x-open"),
+                                     hovertemplate="missed after %{x:.4g}<extra>" + label + "</extra>"))
+        if estimate_lines and label in estimate_lines:
+            fig.add_trace(go.Scatter(x=[estimate_lines[label]] * 2, y=[label, label], mode="markers",
+                                     marker=dict(color=color, size=18, symbol="line-ns-open"),
+                                     name=f"{label} per success", hovertemplate="per success %{x:.4g}<extra></extra>"))
+    fig = layout(fig, title=title, x_label=x_label)
+    fig.update_yaxes(type="category")
+    fig.update_layout(hovermode="closest", showlegend=False, height=120 + 45 * len(arms))
+    return fig

@@ -7,10 +7,9 @@ is unknown.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-
 from alto.analysis.savings import Span
 from alto.stats.speedup import DiffResult, SpeedupResult
+from alto.stats.verdict import interval_text
 
 MISSING = "–"
 
@@ -32,38 +31,37 @@ def mean_pm_std(mean: float | None, std: float | None) -> str:
     return number(mean) if not _finite(std) else f"{number(mean)} ± {number(std, 2)}"
 
 
-def speedup_cell(row: Mapping) -> str:
-    """An experiment_table row's speed-up: "2.58× [1.46, 3.96]", "1.2×" (no CI),
-    "1× (baseline)", or "–" when there is none."""
-    s, lo, hi = row["speedup"], row["speedup_low"], row["speedup_high"]
-    if not _finite(s):
-        return MISSING
-    if row.get("is_baseline"):
-        return "1× (baseline)"
-    text = f"{s:.3g}×"
-    if _finite(lo) and _finite(hi):
-        text += f" [{lo:.3g}, {hi:.3g}]"
-    return text
-
-
-def _interval(ci: tuple[float, float] | None, level: float, spec: str) -> str:
-    return "" if ci is None else f" [{ci[0]:{spec}}, {ci[1]:{spec}}] ({level:.0%} CI)"
-
-
-def speedup_result(res: SpeedupResult) -> str:
-    """"1.24x [1.11, 1.38] (95% CI) over 2 vs 2 seeds", with " (partial reach)" when some runs
-    missed the target; the reason when there is no estimate."""
+def speedup(res: SpeedupResult) -> str:
+    """"1.31x (5 vs 5 seeds, 95% CI 1.12–1.53)", "0.67x (3 vs 3 seeds, no interval)", or why there
+    is no estimate."""
     if res.estimate is None:
-        return res.why_no_ci or "not reached"
-    text = f"{res.estimate:.2f}x{_interval(res.ci, res.level, '.2f')}"
-    text += f" over {res.reached_baseline} vs {res.reached_candidate} seeds"
-    return text + (" (partial reach)" if res.partial else "")
+        return res.note or "not reached"
+    return f"{res.estimate:.2f}x ({interval_text(res)})"
 
 
-def difference(res: DiffResult, unit: str = "points") -> str:
-    """"+3.00 points [+1.00, +5.00] (95% CI) (3 vs 3 seeds)"."""
-    return (f"{res.estimate:+.2f} {unit}{_interval(res.ci, res.level, '+.2f')}"
-            f" ({res.n_a} vs {res.n_b} seeds)")
+def times(values: tuple[float | None, ...], unit: str) -> str:
+    """Per-seed times to target: "25.0, 27.5, miss s"."""
+    if not values:
+        return MISSING
+    return ", ".join("miss" if v is None else f"{v:.3g}" for v in values) + f" {unit}"
+
+
+def reach(reached: int, runs: int, interval: tuple[float, float]) -> str:
+    """"2/3 (95% CI of the rate 0.09–0.99)"."""
+    return f"{reached}/{runs} (rate {interval[0]:.2f}–{interval[1]:.2f})"
+
+
+def is_accuracy(metric: str) -> bool:
+    return metric.rsplit("/", 1)[-1].lower() in ("acc", "accuracy", "top1", "top5")
+
+
+def difference(res: DiffResult, metric: str) -> str:
+    """A final-metric difference in the metric's units, accuracies in points:
+    "+0.49 points (3 vs 3 seeds, 95% CI -0.70 to +1.40)"."""
+    scale, unit = (100.0, " points") if is_accuracy(metric) else (1.0, "")
+    bounds = f"{scale * res.low:+.2f} to {scale * res.high:+.2f}"
+    kind = f"{round(100 * res.level)}% CI {bounds}" if res.interval_kind == "ci" else f"range {bounds}"
+    return f"{scale * res.estimate:+.2f}{unit} ({len(res.a)} vs {len(res.b)} seeds, {kind})"
 
 
 def duration(seconds: float | None) -> str:

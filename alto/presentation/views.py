@@ -17,11 +17,13 @@ import pandas as pd
 
 from alto.analysis.experiment import DEFAULT_STATUSES
 from alto.analysis.savings import RoiInputs, RoiResult
+from alto.analysis.verdicts import Comparison, Row, arm_summaries
 from alto.store import Store
 
 from . import fmt
+from .fmt import MISSING
 
-AXIS_LABELS = {"step": "step", "samples": "samples seen", "wall_time": "wall time (s)",
+AXIS_LABELS = {"step": "step", "samples": "samples seen", "wall_time": "training time (s)",
                "epoch": "epoch"}
 AXIS_UNITS = {"step": "steps", "samples": "samples", "wall_time": "s", "epoch": "epochs"}
 
@@ -57,13 +59,6 @@ def default_threshold(metric: str, targets: Mapping | None) -> float | None:
         return None
     thresholds = [t for t in targets.get("thresholds") or [] if isinstance(t, (int, float))]
     return float(thresholds[0]) if thresholds else None
-
-
-def default_baseline(optimizers: Sequence[str]) -> str | None:
-    """"lamb" when present (the paper's baseline), else the first optimizer."""
-    if "lamb" in optimizers:
-        return "lamb"
-    return optimizers[0] if optimizers else None
 
 
 def default_run_ids(runs: Sequence[dict]) -> list[int]:
@@ -162,54 +157,82 @@ def overlay_frame(groups: Mapping[str, dict], x: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-# -- Compare: the summary table ----------------------------------------------------------
+# -- Compare, ROI, report: the verdict tables -------------------------------------------------
 
-def restrict_table(table: pd.DataFrame, runs: Sequence[dict]) -> pd.DataFrame:
-    """Rows of an experiment_table whose (optimizer, lr) is among the runs (attrs kept)."""
-    arms = {(r["optimizer"], float(r["lr"])) for r in runs}
-    keep = [(o, float(lr)) in arms for o, lr in zip(table["optimizer"], table["lr"])]
-    out = table[keep].reset_index(drop=True)
-    out.attrs = dict(table.attrs)
-    return out
-
-
-def speedup_note(row: Mapping) -> str:
-    """Why the speed-up has no estimate or no CI, or how to read a partial one ('' if none)."""
-    note = row.get("speedup_note") or ""
-    return "" if note == "baseline" else note
-
-
-def summary_display(table: pd.DataFrame) -> pd.DataFrame:
-    """experiment_table rows as readable text columns (one row per optimizer and LR), as the
-    Compare page and the report show them; the CI level and time unit come from its attrs."""
-    a = table.attrs
-    unit = AXIS_UNITS.get(a.get("x", ""), a.get("x", ""))
-    level = int(round(100 * a.get("level", 0.95)))
+def verdict_table(comparison: Comparison, threshold: float | None = None) -> pd.DataFrame:
+    """One row per candidate against the baseline at `threshold` (default: the first)."""
+    threshold = comparison.thresholds[0] if threshold is None else threshold
     rows = []
-    for row in table.to_dict(orient="records"):
+    for row in comparison.rows:
+        if row.threshold != threshold:
+            continue
+        r = row.result
+        p = (MISSING if r.p_improvement is None else
+             f"{r.p_improvement:.2f} ({r.p_improvement_interval[0]:.2f}–{r.p_improvement_interval[1]:.2f})")
         rows.append({
-            "optimizer": row["optimizer"], "lr": f"{row['lr']:g}",
-            "n_seeds": int(row["n_runs"]), "diverged": int(row["n_diverged"]),
-            "final (mean ± std)": fmt.mean_pm_std(row["final_mean"], row["final_std"]),
-            "best (mean ± std)": fmt.mean_pm_std(row["best_mean"], row["best_std"]),
-            "reached target": (fmt.MISSING if a.get("threshold") is None
-                               else f"{int(row['n_reached'])}/{int(row['n_runs'])}"),
-            f"time to target ({unit})": fmt.mean_pm_std(row["target_mean"], row["target_std"]),
-            "steps to target": fmt.number(row["steps_to_target_mean"]),
-            f"speed-up [{level}% CI]": fmt.speedup_cell(row),
-            "note": speedup_note(row),
+            "candidate": f"{row.candidate} (lr {row.lrs[row.candidate]:g})",
+            "baseline": f"{row.baseline} (lr {row.lrs[row.baseline]:g})",
+            "speed-up": fmt.speedup(r),
+            "reached": f"{r.reached_candidate}/{r.n_candidate} vs {r.reached_baseline}/{r.n_baseline}",
+            "P(candidate run beats baseline run)": p,
+            f"final {row.metric} difference": MISSING if row.difference is None else fmt.difference(
+                row.difference, row.metric),
+            "verdict": row.verdict.word,
+            "seeds per arm to resolve 1.2x": MISSING if row.verdict.seeds_needed is None else row.verdict.seeds_needed,
         })
     return pd.DataFrame(rows)
+
+
+def arm_table(comparison: Comparison, threshold: float | None = None) -> pd.DataFrame:
+    """One row per optimizer and LR: runs, divergences, reach, per-seed times, cost per success
+    and final values, the LR each verdict uses marked."""
+    unit = AXIS_UNITS.get(comparison.axis, comparison.axis)
+    rows = []
+    for arm in arm_summaries(comparison, threshold):
+        finals = np.array(arm.finals, dtype=np.float64)
+        mean = float(finals.mean()) if finals.size else None
+        std = float(finals.std(ddof=1)) if finals.size >= 2 else None
+        rows.append({
+            "optimizer": arm.optimizer + (" (baseline)" if arm.is_baseline else ""),
+            "lr": f"{arm.lr:g}" + (" ✓" if arm.chosen else ""),
+            "runs": arm.runs, "diverged": arm.diverged,
+            "reached": fmt.reach(arm.reached, arm.runs, arm.reach_interval),
+            f"time to target per seed ({unit})": fmt.times(arm.times, unit),
+            f"{unit} per success": fmt.number(arm.cost),
+            f"final {comparison.metric} (mean ± std)": fmt.mean_pm_std(mean, std),
+        })
+    return pd.DataFrame(rows)
+
+
+def selection_note(comparison: Comparison) -> str:
+    """How the LRs were chosen, with the warnings the protocol asks for ('' with one LR each)."""
+    sel = comparison.selection
+    if not sel.selected:
+        return ""
+    chosen = ", ".join(f"{opt} {lr:g}" for opt, lr in sorted(sel.lrs.items()))
+    text = f"LRs chosen on {sel.objective} at the first target: {chosen} (✓)."
+    if sel.warnings:
+        text += " " + " ".join(w[0].upper() + w[1:] + "." for w in sel.warnings)
+    return text
+
+
+def left_out_note(comparison: Comparison) -> str:
+    """Runs a comparison does not count, by status ('' when none)."""
+    if not comparison.left_out:
+        return ""
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(comparison.left_out.items()))
+    return f"Not counted: {parts} (only finished and diverged runs are; a diverged run is a miss)."
 
 
 # -- ROI -----------------------------------------------------------------------------------
 
 def roi_rows(result: RoiResult, inputs: RoiInputs) -> dict[str, str]:
     """One column of the ROI table: each figure as 'estimate (low to high)'."""
-    ci = (f"{inputs.speedup:.2f}x ({inputs.speedup_low:.2f}x to {inputs.speedup_high:.2f}x)"
-          if inputs.has_ci else f"{inputs.speedup:.2f}x (no CI)")
+    interval = (f"{inputs.speedup:.2f}x ({inputs.speedup_low:.2f}x to {inputs.speedup_high:.2f}x)"
+                if inputs.has_ci else f"{inputs.speedup:.2f}x (no interval)")
     return {
-        "speed-up": ci,
+        "speed-up": interval,
+        "evidence": inputs.evidence,
         "baseline GPU-hours / year": f"{result.baseline_gpu_hours:,.0f}",
         "GPU-hours / year with the candidate": fmt.span(result.new_gpu_hours, ",.0f"),
         "GPU-hours reclaimed / year": fmt.span(result.gpu_hours_saved, ",.0f"),
@@ -406,3 +429,16 @@ def delete_blocker(runs: Sequence[Mapping]) -> str | None:
     return (f"{'run' if len(live) == 1 else 'runs'} {', '.join(live)} still "
             f"{'has a live process' if len(live) == 1 else 'have live processes'}: "
             "cancel on Live first, then delete")
+
+
+def seed_dot_arms(row: Row) -> tuple[dict[str, list[tuple[float | None, float]]], dict[str, float]]:
+    """The runs behind one verdict for plots.seed_dots: per arm (time or None, spent), and each
+    arm's cost per success."""
+    arms, costs = {}, {}
+    for name in (row.candidate, row.baseline):
+        arms[name] = [(o.time, o.spent) for o in row.arms[name]]
+    r = row.result
+    for name, cost in ((row.candidate, r.candidate_cost), (row.baseline, r.baseline_cost)):
+        if cost is not None:
+            costs[name] = cost
+    return arms, costs

@@ -33,13 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alto.analysis.experiment import best_lr_per_optimizer, experiment_targets
+from alto.analysis.verdicts import chosen_lrs
 from alto.data import ImageData, load_dataset, text_batch
 from alto.models import build_model
 from alto.paths import checkpoint_dir, default_db
 from alto.probes.flatness import hessian_trace, interpolate, profile_1d, random_directions, top_hessian_eigenvalue
 from alto.stats.aggregate import mean_std
-from alto.stats.metrics import metric_mode, selection_metric
 from alto.store import Store
 from alto.train.checkpoint import load_weights
 from alto.train.config import RunConfig
@@ -157,17 +156,6 @@ def _measure_run(model: nn.Module, probe: Probe, settings: dict) -> dict:
                             points=settings["profile_points"])
     return {"loss": loss, "top_eigenvalue": eig, "eig_iters": eig_iters, "trace": trace, "trace_se": trace_se,
             "profile": {"t": ts, "loss": losses}}
-
-
-def chosen_lrs(store: Store, experiment_id: int) -> dict[str, float]:
-    """Each optimizer's learning rate as Compare chooses it: the best seed-mean final value of the
-    validation metric that `selection_metric` picks for the experiment's target metric. Empty when
-    no run logged a validation metric."""
-    targets = experiment_targets(store.get_experiment(experiment_id))
-    metric = targets.get("metric") or "val/acc"
-    logged = {k for r in store.list_runs(experiment_id=experiment_id) for k in store.metric_keys(r["id"])}
-    selection = selection_metric(metric, logged, metric_mode(metric, targets))
-    return {} if selection is None else best_lr_per_optimizer(store, experiment_id, *selection)
 
 
 def measure_flatness(store: Store, experiment_id: int, settings: dict | None = None,

@@ -1,7 +1,7 @@
 """Turn a comparison (preset + choices) into one experiment row and its queued run rows."""
 from __future__ import annotations
 
-from alto.store import Store
+from alto.store import CONFIRM_TAG, Store
 from alto.train.config import RunConfig
 from alto.train.presets import Preset, run_name
 
@@ -22,3 +22,28 @@ def queue_experiment(store: Store, preset: Preset, configs: list[RunConfig], *, 
                       seed=config.seed, lr=config.optimizer_hparams()["lr"], config=config.to_dict(),
                       tags=[preset.name])
     return experiment_id
+
+
+def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], seeds: int) -> list[int]:
+    """Queue each optimizer at its chosen LR on `seeds` seeds the experiment has not used yet,
+    tagged CONFIRM_TAG; returns the new run ids. The numbers of the seeds that chose an LR are
+    optimistic (the winner's curse); these fresh runs are what a confirmed verdict rests on."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise ValueError(f"seeds must be an integer from 1 to 100, got {seeds!r}")
+    runs = store.list_runs(experiment_id=experiment_id)
+    if not lrs:
+        raise ValueError(f"experiment {experiment_id} has no chosen learning rates to confirm")
+    first_fresh = max((r["seed"] for r in runs), default=-1) + 1
+    experiment = store.get_experiment(experiment_id)
+    sweep_keys = sorted((experiment.get("config") or {}).get("sweep") or {})
+    ids = []
+    for optimizer, lr in sorted(lrs.items()):
+        template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)), None)
+        if template is None:
+            raise ValueError(f"lrs: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
+        for seed in range(first_fresh, first_fresh + seeds):
+            config = RunConfig.from_dict({**template["config"], "seed": seed})
+            ids.append(store.add_run(experiment_id, name=run_name(config, sweep_keys) + " (confirm)",
+                                     optimizer=optimizer, seed=seed, lr=float(template["lr"]),
+                                     config=config.to_dict(), tags=[CONFIRM_TAG]))
+    return ids

@@ -3,8 +3,10 @@
 smoothing   debiased EMA (TensorBoard-style)
 downsample  index downsampling that keeps the first and last points
 aggregate   runs onto one x grid, mean/std/min/max per grid point
-targets     time to target on each x axis of a run
-speedup     speed-up and metric differences over seeds, with bootstrap CIs
+targets     time to target on a run's raw evaluated series
+speedup     speed-up (misses priced), probability of improvement, metric differences,
+            with calibrated intervals; seeds needed to resolve a speed-up
+verdict     the one function that turns a speed-up result into a verdict word and sentence
 metrics     which way a metric improves; which validation metric chooses the LR
 
 Import from the module that defines a name (`from alto.stats.speedup import speedup`).

@@ -3,10 +3,10 @@
 from .db import StoreError
 from .migrations import MIGRATIONS, schema_version
 from .queries import X_AXES
-from .store import RUN_FIELDS, STATUSES, TERMINAL_STATUSES, Store
+from .store import CONFIRM_TAG, RUN_FIELDS, STATUSES, TERMINAL_STATUSES, Store
 from .writer import MetricWriter
 
 __all__ = [
-    "MIGRATIONS", "RUN_FIELDS", "STATUSES", "TERMINAL_STATUSES", "X_AXES",
+    "CONFIRM_TAG", "MIGRATIONS", "RUN_FIELDS", "STATUSES", "TERMINAL_STATUSES", "X_AXES",
     "MetricWriter", "Store", "StoreError", "schema_version",
 ]

@@ -26,6 +26,7 @@ STATUSES = (
     "queued", "running", "finished", "failed", "cancelled", "diverged", "crashed", "stalled",
 )
 TERMINAL_STATUSES = ("finished", "failed", "cancelled", "diverged", "crashed")
+CONFIRM_TAG = "confirm"  # the tag of runs that re-test chosen learning rates on fresh seeds
 
 # Columns update_run may change (id, experiment_id and created_at are fixed at creation).
 RUN_FIELDS = (

@@ -312,7 +312,7 @@ def test_load_preset_random_bytes(tmp_path):
 
 # -- RoiInputs -----------------------------------------------------------------------------------------
 
-ROI_GOOD = dict(speedup=1.5, speedup_low=1.2, speedup_high=1.8, gpu_hourly_price=2.5, gpus_per_job=8,
+ROI_GOOD = dict(speedup=1.5, speedup_low=1.2, speedup_high=1.8, evidence="faster", gpu_hourly_price=2.5, gpus_per_job=8,
                 baseline_hours_per_job=24.0, jobs_per_year=50, energy_kwh_per_gpu_hour=0.7, carbon_kg_per_kwh=0.4)
 roi_value = st.one_of(st.none(), st.booleans(), ints, floats, short_text, st.lists(floats, max_size=2),
                       st.complex_numbers(max_magnitude=10), st.sampled_from([0, 1, 1.0, 0.5, 2, -1, 1e308]),

@@ -1,0 +1,403 @@
+"""Verdicts on an experiment: from the store's runs to speed-ups, their intervals and sentences.
+
+This is the one path every surface takes (Compare, ROI, the report, `alto compare`), so they
+agree. What it follows (README, "Honesty rules"):
+
+* Time to target is read on the raw validation series, never on a display smoothing, on the
+  training clock (seconds) or in steps run (after step k, k + 1 steps).
+* Finished and diverged runs count; a diverged run is a miss, never a final value, never the
+  best LR. Runs that failed, crashed or were cancelled are left out and said so.
+* Each optimizer's LR is chosen on the quantity the verdict is about: for a speed-up, its
+  expected time per success at the target; for a quality verdict, its final validation value.
+  Different numbers of LR trials and a choice at the edge of a grid are warned about. The
+  seeds that chose the LR flatter it: until the choice is confirmed on fresh seeds (runs tagged
+  CONFIRM_TAG) the verdict says so, and confirmed runs, once there, are what it rests on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alto.stats.metrics import metric_mode, selection_metric
+from alto.stats.speedup import DiffResult, SpeedupResult, clopper_pearson, metric_difference, speedup
+from alto.stats.targets import time_to_target
+from alto.stats.verdict import Verdict, verdict
+from alto.store import CONFIRM_TAG, Store
+
+from .experiment import experiment_targets
+
+COUNTED = ("finished", "diverged")
+AXES = ("wall_time", "step")
+AXIS_UNITS = {"wall_time": "s", "step": "steps"}
+ALL_POINTS = 1 << 62
+
+
+# ------------------------------------------------------------------------------------ runs
+
+@dataclass(frozen=True)
+class Outcome:
+    """One run at one target."""
+
+    run_id: int
+    optimizer: str
+    lr: float
+    seed: int
+    status: str
+    confirm: bool
+    time: float | None      # to target on the axis; None: missed, or diverged
+    spent: float            # on the axis: what the whole run cost
+    final: float | None     # last validation value; None for a diverged run
+    budget: int | None      # the run's planned steps
+
+
+def _spent(run: dict, params: dict, axis: str, clock_end: float | None) -> float:
+    if axis == "step":
+        if params.get("steps_run") is not None:
+            return float(params["steps_run"])
+        return float(run["last_step"] + 1) if run.get("last_step") is not None else 0.0
+    if params.get("train_s") is not None:
+        return float(params["train_s"])
+    return float(clock_end or 0.0)  # runs recorded before the training clock existed
+
+
+def outcomes(store: Store, runs: Sequence[dict], metric: str, threshold: float | None, *, mode: str,
+             axis: str = "wall_time") -> list[Outcome]:
+    """Each run's time to `threshold` on `metric` (raw series; no threshold: no time), what it
+    spent, and its final value."""
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {', '.join(AXES)}, got {axis!r}")
+    ids = [int(r["id"]) for r in runs]
+    series = store.series_many(ids, metric, x="wall_time", max_points=ALL_POINTS) if ids else {}
+    clock = store.series_many(ids, "train/loss", x="wall_time", max_points=ALL_POINTS) if ids else {}
+    out = []
+    for run in runs:
+        s = series[int(run["id"])]
+        x = s["step"] + 1.0 if axis == "step" else s["x"]
+        diverged = run["status"] == "diverged"
+        hit = (None if diverged or threshold is None or len(x) == 0
+               else time_to_target(x, s["value"], threshold, mode=mode))
+        values = s["value"][np.isfinite(s["value"])]
+        params = store.get_params(int(run["id"]))
+        ends = clock[int(run["id"])]["x"]
+        out.append(Outcome(
+            run_id=int(run["id"]), optimizer=run["optimizer"], lr=float(run["lr"]), seed=int(run["seed"]),
+            status=run["status"], confirm=CONFIRM_TAG in (run.get("tags") or []), time=hit,
+            spent=max(_spent(run, params, axis, float(ends[-1]) if len(ends) else None), hit or 0.0),
+            final=None if diverged or values.size == 0 else float(values[-1]),
+            budget=run.get("total_steps")))
+    return out
+
+
+# ----------------------------------------------------------------------------- LR selection
+
+@dataclass
+class Selection:
+    lrs: dict[str, float]                 # optimizer -> chosen LR
+    grids: dict[str, list[float]]         # optimizer -> LRs tried
+    objective: str                        # "time to target" or "final value"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def selected(self) -> bool:
+        """Whether any optimizer's LR was chosen among several (then the winner's curse applies)."""
+        return any(len(g) > 1 for g in self.grids.values())
+
+
+def _cost_per_success(arm: Sequence[Outcome]) -> float:
+    reached = sum(o.time is not None for o in arm)
+    return math.inf if reached == 0 else sum(o.time if o.time is not None else o.spent for o in arm) / reached
+
+
+def _final_score(arm: Sequence[Outcome], mode: str) -> float:
+    """Higher is better; a diverged or unevaluated run makes its LR the worst."""
+    finals = [o.final for o in arm]
+    if not finals or any(f is None for f in finals):
+        return -math.inf
+    mean = sum(finals) / len(finals)
+    return mean if mode == "max" else -mean
+
+
+def select_lrs(results: Sequence[Outcome], *, objective: str = "time", mode: str = "max") -> Selection:
+    """Per optimizer, the LR that is best on `objective` ("time": least expected time per
+    success; "final": best mean final value), over the runs that are not confirmations."""
+    if objective not in ("time", "final"):
+        raise ValueError(f"objective must be 'time' or 'final', got {objective!r}")
+    arms: dict[str, dict[float, list[Outcome]]] = defaultdict(lambda: defaultdict(list))
+    for o in results:
+        if not o.confirm:
+            arms[o.optimizer][o.lr].append(o)
+    for o in results:  # an optimizer run only in confirmations still has its LR
+        if o.optimizer not in arms:
+            arms[o.optimizer][o.lr].append(o)
+    lrs, grids = {}, {}
+    for opt, by_lr in arms.items():
+        grid = sorted(by_lr)
+        grids[opt] = grid
+        if objective == "time":
+            lrs[opt] = min(grid, key=lambda lr: (_cost_per_success(by_lr[lr]), lr))
+        else:
+            lrs[opt] = max(grid, key=lambda lr: (_final_score(by_lr[lr], mode), -lr))
+    selection = Selection(lrs, grids, "time to target" if objective == "time" else "final value")
+    sizes = {opt: len(g) for opt, g in grids.items()}
+    if len(set(sizes.values())) > 1:
+        selection.warnings.append("unequal tuning budgets: " + ", ".join(f"{o} tried {n} LR{'s' * (n > 1)}"
+                                                                          for o, n in sorted(sizes.items())))
+    for opt, grid in sorted(grids.items()):
+        if len(grid) > 1 and lrs[opt] in (grid[0], grid[-1]):
+            selection.warnings.append(f"{opt}'s chosen LR {lrs[opt]:g} is at the edge of its grid "
+                                      f"{grid[0]:g}–{grid[-1]:g}: the best may lie outside")
+    return selection
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+@dataclass
+class Row:
+    """One candidate against the baseline at one target: the numbers and the verdict."""
+
+    candidate: str
+    baseline: str
+    metric: str
+    mode: str
+    threshold: float
+    axis: str
+    lrs: dict[str, float]
+    result: SpeedupResult
+    verdict: Verdict
+    difference: DiffResult | None          # final metric, candidate - baseline (finished runs)
+    confirmed: bool | None                 # None: nothing was selected, so nothing to confirm
+    arms: dict[str, list[Outcome]]
+
+    def as_json(self) -> dict:
+        r = self.result
+        return {"optimizer": self.candidate, "baseline": self.baseline, "metric": self.metric,
+                "threshold": self.threshold, "speedup": r.estimate, "low": r.low, "high": r.high,
+                "interval": r.interval_kind,
+                "reached": {"candidate": [r.reached_candidate, r.n_candidate],
+                            "baseline": [r.reached_baseline, r.n_baseline]},
+                "runs": {arm: [o.run_id for o in outs] for arm, outs in
+                         (("candidate", self.arms[self.candidate]), ("baseline", self.arms[self.baseline]))},
+                "p_improvement": r.p_improvement, "verdict": self.verdict.word,
+                "sentence": self.verdict.sentence, "seeds_needed": self.verdict.seeds_needed,
+                "lr": self.lrs[self.candidate], "baseline_lr": self.lrs[self.baseline],
+                "axis": self.axis, "confirmed": self.confirmed}
+
+
+@dataclass
+class Comparison:
+    experiment_id: int
+    workload: str
+    metric: str
+    mode: str
+    thresholds: list[float]
+    axis: str
+    baseline: str
+    selection: Selection
+    rows: list[Row]
+    left_out: dict[str, int]               # status -> runs not counted (failed, crashed, ...)
+    outcomes: dict[float, list[Outcome]]   # threshold -> every counted run
+
+    def row(self, candidate: str, threshold: float | None = None) -> Row | None:
+        threshold = self.thresholds[0] if threshold is None else threshold
+        return next((r for r in self.rows if r.candidate == candidate and r.threshold == threshold), None)
+
+
+def default_pair(optimizers: Sequence[str]) -> tuple[str | None, str | None]:
+    """(candidate, baseline) every surface opens with: ALTO against Lamb when both ran, else
+    the first two optimizers in name order."""
+    names = sorted(set(optimizers))
+    baseline = "lamb" if "lamb" in names else (names[0] if names else None)
+    others = [n for n in names if n != baseline]
+    candidate = "alto" if "alto" in others else (others[0] if others else None)
+    return candidate, baseline
+
+
+def primary_target(experiment: dict) -> tuple[str, str, list[float]]:
+    """(metric, mode, thresholds) from the experiment's preset; a test-split target is read on
+    the validation split (the test split only reports)."""
+    targets = experiment_targets(experiment)
+    metric = targets.get("metric") or "val/acc"
+    if metric.startswith("test/"):
+        metric = "val/" + metric[len("test/"):]
+    thresholds = [float(t) for t in targets.get("thresholds") or [] if isinstance(t, (int, float))]
+    return metric, metric_mode(metric, targets if targets.get("metric") == metric else None), thresholds
+
+
+def workload_name(runs: Sequence[dict]) -> str:
+    """What the runs trained, as the verdict sentence names it: "digits (mlp)"."""
+    pairs = sorted({(r["config"].get("dataset", "?"), r["config"].get("model", "?")) for r in runs})
+    return ", ".join(f"{d} ({m})" for d, m in pairs) or "this experiment"
+
+
+def _budget(arms: dict[str, list[Outcome]]) -> tuple[str | None, str | None]:
+    """("150 steps per run", None) or (None, a warning when the arms' budgets differ)."""
+    budgets = {o.budget for outs in arms.values() for o in outs if o.budget}
+    if not budgets:
+        return None, None
+    if len(budgets) == 1:
+        return f"{budgets.pop():,} steps per run", None
+    return None, f"the runs had different budgets ({min(budgets):,} to {max(budgets):,} steps)"
+
+
+def compare(store: Store, experiment_id: int, *, metric: str | None = None, thresholds: Sequence[float] | None = None,
+            mode: str | None = None, baseline: str | None = None, candidates: Sequence[str] | None = None,
+            axis: str = "wall_time", lrs: dict[str, float] | None = None, level: float = 0.95) -> Comparison:
+    """Every candidate against the baseline at every threshold, with verdicts.
+
+    Defaults: the experiment's target (metric, thresholds), baseline `default_pair`'s, every
+    other optimizer as a candidate. Each optimizer's LR is chosen on its time to the first
+    threshold when `metric` is a validation metric, else on its final validation value;
+    `lrs` imposes a choice made elsewhere (e.g. a test-split reading of the same comparison).
+    ValueError naming the argument for anything unusable.
+    """
+    experiment = store.get_experiment(experiment_id)
+    own_metric, own_mode, own_thresholds = primary_target(experiment)
+    metric = metric or own_metric
+    mode = mode or (own_mode if metric == own_metric else metric_mode(metric, experiment_targets(experiment)))
+    if thresholds is None:
+        thresholds = own_thresholds if metric == own_metric else []
+    thresholds = [float(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError(f"threshold: experiment {experiment_id} sets no target for {metric}; give one")
+    all_runs = store.list_runs(experiment_id=experiment_id)
+    runs = [r for r in all_runs if r["status"] in COUNTED]
+    left_out: dict[str, int] = defaultdict(int)
+    for r in all_runs:
+        if r["status"] not in COUNTED:
+            left_out[r["status"]] += 1
+    optimizers = sorted({r["optimizer"] for r in runs})
+    if not optimizers:
+        raise ValueError(f"experiment {experiment_id} has no finished or diverged runs yet")
+    baseline = baseline or default_pair(optimizers)[1]
+    if baseline not in optimizers:
+        raise ValueError(f"baseline: no finished {baseline!r} runs (have: {', '.join(optimizers)})")
+    first = default_pair(optimizers)[0] if baseline == default_pair(optimizers)[1] else None
+    candidates = list(candidates) if candidates else sorted((o for o in optimizers if o != baseline),
+                                                             key=lambda o: o != first)
+    for c in candidates:
+        if c not in optimizers or c == baseline:
+            raise ValueError(f"candidate: {c!r} is not an optimizer with finished runs other than the baseline "
+                             f"(have: {', '.join(optimizers)})")
+    logged = {k for r in runs for k in store.metric_keys(int(r["id"]))}
+    if metric not in logged:
+        raise ValueError(f"metric: {metric!r} was not logged by these runs; logged: {', '.join(sorted(logged))}")
+
+    per_threshold = {t: outcomes(store, runs, metric, t, mode=mode, axis=axis) for t in thresholds}
+    selection = _selection(store, runs, per_threshold[thresholds[0]], metric, mode, logged, axis, lrs)
+    workload = workload_name(runs)
+    rows = []
+    for t in thresholds:
+        by_arm: dict[str, list[Outcome]] = defaultdict(list)
+        for o in per_threshold[t]:
+            if o.lr == selection.lrs.get(o.optimizer):
+                by_arm[o.optimizer].append(o)
+        for cand in candidates:
+            rows.append(_row(cand, baseline, by_arm, selection, metric, mode, t, axis, workload, level))
+    return Comparison(experiment_id, workload, metric, mode, thresholds, axis, baseline, selection, rows,
+                      dict(left_out), per_threshold)
+
+
+def _selection(store: Store, runs: list[dict], at_target: list[Outcome], metric: str, mode: str, logged: set[str],
+               axis: str, lrs: dict[str, float] | None) -> Selection:
+    """The LR choice of a comparison (see `compare`)."""
+    if lrs is not None:
+        grids = defaultdict(set)
+        for o in at_target:
+            grids[o.optimizer].add(o.lr)
+        return Selection(dict(lrs), {k: sorted(v) for k, v in grids.items()}, "given")
+    if metric.startswith("val/"):
+        return select_lrs(at_target, objective="time", mode=mode)
+    chosen = selection_metric(metric, logged)
+    if chosen is None:
+        raise ValueError(f"metric: {metric!r} is not a validation metric and no validation metric was logged "
+                         "to choose learning rates on")
+    finals = outcomes(store, runs, chosen[0], None, mode=chosen[1], axis=axis)
+    selection = select_lrs(finals, objective="final", mode=chosen[1])
+    selection.objective = f"final {chosen[0]} ({metric} is not a validation metric)"
+    return selection
+
+
+def _row(cand: str, base: str, by_arm: dict[str, list[Outcome]], selection: Selection, metric: str, mode: str,
+         threshold: float, axis: str, workload: str, level: float) -> Row:
+    arms = {name: by_arm[name] for name in (cand, base)}
+    confirmed = None
+    if selection.selected:
+        fresh = {name: [o for o in outs if o.confirm] for name, outs in arms.items()}
+        confirmed = all(fresh.values())
+        if confirmed:
+            arms = fresh
+    result = speedup([o.time for o in arms[base]], [o.time for o in arms[cand]],
+                     baseline_spent=[o.spent for o in arms[base]], candidate_spent=[o.spent for o in arms[cand]],
+                     level=level)
+    budget, budget_warning = _budget(arms)
+    flags = [w for w in (budget_warning,) if w]
+    if confirmed is False:
+        flags.append("LRs chosen on these seeds, optimistic until confirmed on fresh seeds")
+    target = f"{metric} {'≥' if mode == 'max' else '≤'} {threshold:g}"
+    words = verdict(result, candidate=cand, baseline=base, target=target, workload=workload, budget=budget,
+                    flags=tuple(flags))
+    finals = {name: [o.final for o in outs if o.final is not None] for name, outs in arms.items()}
+    difference = (metric_difference(finals[cand], finals[base], level=level)
+                  if finals[cand] and finals[base] else None)
+    return Row(cand, base, metric, mode, threshold, axis, dict(selection.lrs), result, words, difference,
+               confirmed, arms)
+
+
+# ------------------------------------------------------------------------------ arm summaries
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """One optimizer at one LR, at one target: what its runs did."""
+
+    optimizer: str
+    lr: float
+    chosen: bool                          # the LR the verdicts use
+    is_baseline: bool
+    runs: int
+    diverged: int
+    reached: int
+    reach_interval: tuple[float, float]   # Clopper-Pearson
+    times: tuple[float | None, ...]       # per run, in seed order (None: missed)
+    cost: float | None                    # expected time per success (None: never reached)
+    finals: tuple[float, ...]             # final validation values of the runs that finished
+
+
+def arm_summaries(comparison: Comparison, threshold: float | None = None) -> list[ArmSummary]:
+    """Every (optimizer, LR) of the comparison at `threshold` (default: the first)."""
+    threshold = comparison.thresholds[0] if threshold is None else threshold
+    arms: dict[tuple[str, float], list[Outcome]] = defaultdict(list)
+    for o in comparison.outcomes[threshold]:
+        arms[(o.optimizer, o.lr)].append(o)
+    out = []
+    for (opt, lr), outs in sorted(arms.items()):
+        outs = sorted(outs, key=lambda o: (o.confirm, o.seed))
+        reached = sum(o.time is not None for o in outs)
+        cost = _cost_per_success(outs)
+        out.append(ArmSummary(
+            optimizer=opt, lr=lr, chosen=comparison.selection.lrs.get(opt) == lr,
+            is_baseline=opt == comparison.baseline, runs=len(outs),
+            diverged=sum(o.status == "diverged" for o in outs), reached=reached,
+            reach_interval=clopper_pearson(reached, len(outs)), times=tuple(o.time for o in outs),
+            cost=None if math.isinf(cost) else cost, finals=tuple(o.final for o in outs if o.final is not None)))
+    return out
+
+
+def chosen_lrs(store: Store, experiment_id: int) -> dict[str, float]:
+    """Each optimizer's LR as the experiment's verdicts choose it (time to its first target); when
+    it sets no target, on the final value of its validation metric; {} when nothing was logged."""
+    experiment = store.get_experiment(experiment_id)
+    metric, _, thresholds = primary_target(experiment)
+    runs = store.list_runs(experiment_id=experiment_id, status=list(COUNTED))
+    logged = {k for r in runs for k in store.metric_keys(int(r["id"]))}
+    if thresholds and metric in logged:
+        return compare(store, experiment_id).selection.lrs
+    chosen = selection_metric(metric, logged)
+    if chosen is None:
+        return {}
+    finals = outcomes(store, runs, chosen[0], None, mode=chosen[1])
+    return select_lrs(finals, objective="final", mode=chosen[1]).lrs
