@@ -7,7 +7,7 @@ import streamlit as st
 
 from alto.analysis.flatness_job import DEFAULTS, KIND, measurable_runs, queue_flatness_job, summarize
 from alto.plots import bar_with_ci, runs_overlay
-from alto.runner.supervisor import log_tail
+from alto.runner import JOB, log_tail
 from common import STATUS_ICONS, pick_experiment, store, supervisor, when
 
 ACTIVE = ("queued", "running")
@@ -70,7 +70,7 @@ def job_status(job_id: int) -> None:
     if tail:
         st.code(tail, language=None)
     if st.button("Cancel the job", key=f"cancel_job_{job_id}"):
-        sup.cancel_job(job_id)
+        sup.cancel(job_id, JOB)
 
 
 if job is not None and job["status"] in ACTIVE:

@@ -285,7 +285,7 @@ SQL_SINKS = {"execute", "executemany", "executescript", "_one", "_all"}
 # (file, function, name) -> where the value is checked before it reaches SQL text
 SQL_IDENTIFIERS = {
     ("alto/store/store.py", "_update", "name"): "keys of **fields checked against RUN_FIELDS / JOB_FIELDS first",
-    ("alto/store/store.py", "_update", "table"): "only 'runs' or 'jobs', from update_run(_if) / update_job(_if)",
+    ("alto/store/store.py", "_update", "table"): "only 'runs' or 'jobs', from update_run(_if) / update_job(_if) / _claim",
     ("alto/store/queries.py", "series", "x"): "x checked against X_AXES by Store._series_args (its only caller)",
 }
 
@@ -496,7 +496,7 @@ def test_sql_text_is_literal_placeholders_or_checked_identifiers():
 
 def test_sql_identifier_checks_refuse_injection(tmp_path):
     """The runtime checks behind SQL_IDENTIFIERS, and values bound (not spliced) everywhere else."""
-    from alto.runner import Supervisor
+    from alto.runner import JOB, RUN
 
     store = Store(tmp_path / "inj.db")
     evil = "x'); DROP TABLE runs; --"
@@ -510,14 +510,9 @@ def test_sql_identifier_checks_refuse_injection(tmp_path):
                     lambda: store.list_jobs(status="queued' OR '1'='1")):
         with pytest.raises(ValueError):
             attempt()
-    sup = Supervisor(store)
-    try:
+    for kind, row_id in ((RUN, run_id), (JOB, job_id)):  # the supervisor's conditional updates
         with pytest.raises(ValueError):
-            sup._update_if(run_id, ("queued",), **{"status = 'crashed' --": 1})
-        with pytest.raises(ValueError):
-            sup._update_job_if(job_id, ("queued",), **{"status = 'crashed' --": 1})
-    finally:
-        sup.stop()
+            kind.update_if(store, row_id, ("queued",), **{"status = 'crashed' --": 1})
     with store.writer(run_id) as w:
         w.log(0, {evil: 1.0, "train/loss": math.nan})
     store.set_notes(evil, run_id=run_id)
