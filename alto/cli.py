@@ -10,6 +10,8 @@ from pathlib import Path
 
 from alto.paths import default_db
 
+UNFINISHED = ("queued", "running", "stalled")  # a run in these has not recorded its end
+
 
 def _open_store(path: str):
     from alto.store import Store, StoreError
@@ -67,8 +69,6 @@ def cmd_bench_optim(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from alto.runner import queue_experiment
     from alto.train.presets import expand, load_preset
     from alto.train.run import StopFlag, execute_run
@@ -92,23 +92,68 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = store.list_runs(experiment_id=experiment_id)
     print(f"experiment {experiment_id}: {len(runs)} runs of preset {preset.name!r} -> {store.path}", flush=True)
     flag = StopFlag().install()
+    elsewhere = []  # runs a supervisor of the same database (the app, `alto worker`) took first
     for run in runs:
         if flag():
             break
-        with tqdm(total=1, desc=run["name"], unit="step", dynamic_ncols=True) as bar:
-            def progress(step, total, latest, bar=bar):
-                bar.total = total
-                bar.n = step
-                shown = {k: f"{latest[k]:.4g}" for k in ("train/loss", "val/acc", "val/ppl") if k in latest}
-                bar.set_postfix(shown, refresh=False)
-                bar.refresh()
+        if not store.claim_run(run["id"], pid=os.getpid()):
+            elsewhere.append(run)
+            continue
+        with _ProgressBar(run) as progress:
             if run["config"].get("nproc_per_node", 1) * run["config"].get("nnodes", 1) > 1:
                 status = _run_under_torchrun(store, run, progress, flag)
             else:
                 status = execute_run(store, run["id"], progress=progress, should_stop=flag)
-            bar.set_postfix_str(status)
+            progress.bar.set_postfix_str(status)
+    for run in elsewhere:
+        if flag():
+            break
+        status = store.get_run(run["id"])["status"]
+        if status not in UNFINISHED:
+            print(f"run {run['id']} {run['name']}: {status} by another process", flush=True)
+            continue
+        print(f"run {run['id']} {run['name']}: trained by another supervisor of this database "
+              "(the app or `alto worker`); following it", flush=True)
+        with _ProgressBar(run) as progress:
+            progress.bar.set_postfix_str(_follow(store, run["id"], progress, flag))
     print_results(store, experiment_id)
     return 0
+
+
+class _ProgressBar:
+    """A tqdm bar for one run, called as `progress(step, total, latest)` like alto.train's callback."""
+
+    def __init__(self, run: dict) -> None:
+        from tqdm import tqdm
+        self.bar = tqdm(total=1, desc=run["name"], unit="step", dynamic_ncols=True)
+
+    def __call__(self, step: int, total: int, latest: dict) -> None:
+        self.bar.total = total
+        self.bar.n = step
+        shown = {k: f"{latest[k]:.4g}" for k in ("train/loss", "val/acc", "val/ppl") if k in latest}
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.refresh()
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _show(store, run_id: int, progress) -> dict:
+    """The run as stored now, its steps done shown on `progress`."""
+    run = store.get_run(run_id)
+    if run["total_steps"] and run["last_step"] is not None:
+        progress(run["last_step"] + 1, run["total_steps"], {})
+    return run
+
+
+def _follow(store, run_id: int, progress, stop) -> str:
+    """Show a run that another process trains until it ends, or until stop(); its status then."""
+    while (run := _show(store, run_id, progress))["status"] in UNFINISHED and not stop():
+        time.sleep(0.5)
+    return run["status"]
 
 
 def _run_under_torchrun(store, run: dict, progress, stop) -> str:
@@ -123,12 +168,10 @@ def _run_under_torchrun(store, run: dict, progress, stop) -> str:
     while proc.poll() is None:
         if stop():
             os.killpg(proc.pid, signal.SIGTERM)
-        latest = store.get_run(run["id"])
-        if latest["total_steps"] and latest["last_step"] is not None:
-            progress(latest["last_step"] + 1, latest["total_steps"], {})
+        _show(store, run["id"], progress)
         time.sleep(0.5)
     status = store.get_run(run["id"])["status"]
-    if status in ("queued", "running"):  # the group died before rank 0 could record it
+    if status in UNFINISHED:  # the group died before rank 0 could record it
         store.update_run(run["id"], status="failed", finished_at=time.time(),
                          error=f"torchrun exited with code {proc.returncode} before the run recorded a result")
         status = "failed"
@@ -157,6 +200,8 @@ def print_results(store, experiment_id: int) -> None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from alto.analysis.views import steps_text
+
     store = _open_store(args.db)
     experiments = store.list_experiments()
     if args.json:
@@ -171,8 +216,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["created_at"]))
         print(f"experiment {e['id']}  {when}  {e['name']}  [{e['preset'] or '-'}]  {counts}")
         for r in store.list_runs(experiment_id=e["id"]):
-            print(f"  run {r['id']:>4}  {r['status']:<9} {r['name']}  step {r['last_step'] if r['last_step'] is not None else '-'}"
-                  f"/{r['total_steps'] or '?'}")
+            print(f"  run {r['id']:>4}  {r['status']:<9} {r['name']}  steps {steps_text(r)}")
     return 0
 
 
