@@ -7,7 +7,7 @@ from alto.analysis import views
 from alto.analysis.store_io import best_lr_per_optimizer, experiment_table, grouped_series
 from alto.plots import curves, runs_overlay
 from alto.store import X_AXES
-from common import STATUS_ICONS, pick_experiment, store, supervisor
+from common import pick_experiment, store, supervisor
 
 s = store()
 supervisor()
@@ -27,7 +27,7 @@ if not all_runs:
 by_id = {r["id"]: r for r in all_runs}
 chosen_ids = st.multiselect(
     "Runs", list(by_id), default=views.default_run_ids(all_runs),
-    format_func=lambda i: f"{STATUS_ICONS.get(by_id[i]['status'], '')} {views.run_label(by_id[i])}",
+    format_func=lambda i: views.run_label(by_id[i]),
     help="By default the finished and diverged runs (a diverged run counts as one that missed "
          "the target); while there are none, every run that has started.")
 runs = [by_id[i] for i in chosen_ids]
@@ -135,8 +135,8 @@ c1, c2 = st.columns(2)
 shown = views.groups_frame(groups, x) if mode == views.GROUPED else views.overlay_frame(groups, x)
 c1.download_button("Download plotted series (CSV)", shown.to_csv(index=False),
                    file_name=f"experiment{experiment['id']}_{metric.replace('/', '_')}_{x}.csv",
-                   mime="text/csv", icon="⬇️")
+                   mime="text/csv", icon=":material/download:")
 if table is not None:
     c2.download_button("Download summary table (CSV)", table.to_csv(index=False),
                        file_name=f"experiment{experiment['id']}_summary.csv", mime="text/csv",
-                       icon="⬇️")
+                       icon=":material/download:")

@@ -49,7 +49,7 @@ else:
     iters = iters_col.number_input("Power iterations", 2, 200, DEFAULTS["iters"],
                                    help="Hessian-vector products for the top eigenvalue (stops early when it "
                                         "has converged).")
-    if st.button("Measure flatness", type="primary", icon="📐"):
+    if st.button("Measure flatness", type="primary", icon=":material/straighten:"):
         queue_flatness_job(s, experiment_id, pair=[first, second], batch_size=int(batch_size), iters=int(iters))
         sup.tick()  # start it now rather than at the next poll
 
