@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -302,14 +303,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard_script() -> Path:
+    """The dashboard's main script: app/ beside this `alto` in a checkout, else the installed `alto_app`."""
+    beside = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+    if beside.exists():
+        return beside
+    spec = importlib.util.find_spec("alto_app")
+    if spec is None or spec.origin is None:
+        raise SystemExit("alto: the dashboard files (package alto_app) are not installed; reinstall alto-lab")
+    return Path(spec.origin).parent / "streamlit_app.py"
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     """Start the Streamlit dashboard (127.0.0.1 unless --host says otherwise)."""
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
-    if not script.exists():
-        raise SystemExit(f"alto: the dashboard files are not next to this installation ({script}); "
-                         "run from a checkout of the project (make app)")
+    script = dashboard_script()
     _open_store(args.db)  # a bad database is reported here, before the server starts
     env = {**os.environ, "ALTO_DB": str(Path(args.db).resolve())}
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.host,
