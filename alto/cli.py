@@ -314,18 +314,25 @@ def dashboard_script() -> Path:
     return Path(spec.origin).parent / "streamlit_app.py"
 
 
-def cmd_app(args: argparse.Namespace) -> int:
-    """Start the Streamlit dashboard (127.0.0.1 unless --host says otherwise)."""
-    import subprocess
+def streamlit_options(args: argparse.Namespace) -> list[str]:
+    """Streamlit's command-line settings for `alto app`: the address, no telemetry, and a toolbar
+    without the Deploy button (flags, since Streamlit reads config.toml only from the working
+    directory and the home folder)."""
+    return ["--server.address", args.host, "--server.port", str(args.port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
 
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Start the Streamlit dashboard (127.0.0.1 unless --host says otherwise).
+
+    This process becomes the server (exec): a SIGTERM, e.g. `docker stop` to PID 1, stops it.
+    """
     script = dashboard_script()
-    _open_store(args.db)  # a bad database is reported here, before the server starts
+    _open_store(args.db).close()  # a bad database is reported here, before the server starts
     env = {**os.environ, "ALTO_DB": str(Path(args.db).resolve())}
-    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.host,
-               "--server.port", str(args.port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+    command = [sys.executable, "-m", "streamlit", "run", str(script), *streamlit_options(args)]
     print(f"ALTO Lab on http://{args.host}:{args.port}  (database {env['ALTO_DB']})", flush=True)
-    return subprocess.call(command, env=env)
+    os.execve(command[0], command, env)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -188,6 +188,7 @@ FORBIDDEN_CALLS = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.
                    "asyncio.create_subprocess_shell", "eval", "exec", "os.popen2", "os.popen3", "commands.getoutput"}
 RUNNERS = {"subprocess.Popen", "subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output",
            "Popen", "run", "call", "check_call", "check_output"}
+EXECS = {"os.execv", "os.execve", "os.execvp", "os.execvpe"}  # (path, argv, ...): the argv is checked
 
 
 def _assignments(fn: ast.AST, name: str) -> list[ast.AST]:
@@ -261,19 +262,23 @@ def test_no_shell_and_no_string_built_commands():
             for kw in node.keywords:
                 if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
                     findings.append(f"{where}: {name}(shell=...)")
-            if name in RUNNERS and (name.startswith("subprocess.") or "subprocess" in path.read_text()):
+            if name in EXECS:
+                command = node.args[1] if len(node.args) > 1 else None
+            elif name in RUNNERS and (name.startswith("subprocess.") or "subprocess" in path.read_text()):
                 if name in ("run", "call") and not name.startswith("subprocess."):
                     continue  # a bare run()/call() that is not subprocess's
                 command = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "args"), None)
-                if command is None:
-                    findings.append(f"{where}: {name}() without a command")
-                    continue
-                why = _string_built(command, owner[id(node)], defs)
-                if why:
-                    findings.append(f"{where}: {name}() command is {why}")
-                launches.append(where)
+            else:
+                continue
+            if command is None:
+                findings.append(f"{where}: {name}() without a command")
+                continue
+            why = _string_built(command, owner[id(node)], defs)
+            if why:
+                findings.append(f"{where}: {name}() command is {why}")
+            launches.append(where)
     assert findings == [], findings
-    assert len(launches) >= 3  # supervisor runs + jobs, cli app/torchrun: the scan sees them
+    assert len(launches) >= 3  # supervisor runs + jobs, cli app (exec) / torchrun: the scan sees them
     print(f"\nSECURITY shell: {len(SOURCES)} files scanned; {len(launches)} subprocess launches, all argv lists, "
           f"no shell=True / os.system / os.popen / eval / exec")
 
