@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ALTO_DB=/data/alto.db
 
 WORKDIR /opt/alto-lab
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY alto ./alto
 COPY app ./app
 COPY runs/presets ./runs/presets

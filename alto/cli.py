@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -9,6 +10,8 @@ import time
 from pathlib import Path
 
 from alto.paths import default_db
+
+UNFINISHED = ("queued", "running", "stalled")  # a run in these has not recorded its end
 
 
 def _open_store(path: str):
@@ -95,28 +98,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _train_here(store, runs: list[dict]) -> None:
-    """Train `runs` one after the other in this process, with a progress bar each; Ctrl-C
-    cancels the current run and skips the rest."""
-    from tqdm import tqdm
-
+    """Train queued `runs` one after the other in this process, each claimed first: a run that a
+    supervisor of the same database (the app, `alto worker`) took is followed, never trained
+    twice. Ctrl-C cancels the current run and skips the rest."""
     from alto.train.run import StopFlag, execute_run
 
     flag = StopFlag().install()
+    elsewhere = []  # runs a supervisor of the same database took first
     for run in runs:
         if flag():
             break
-        with tqdm(total=1, desc=run["name"], unit="step", dynamic_ncols=True) as bar:
-            def progress(step, total, latest, bar=bar):
-                bar.total = total
-                bar.n = step
-                shown = {k: f"{latest[k]:.4g}" for k in ("train/loss", "val/acc", "val/ppl") if k in latest}
-                bar.set_postfix(shown, refresh=False)
-                bar.refresh()
+        if not store.claim_run(run["id"], pid=os.getpid()):
+            elsewhere.append(run)
+            continue
+        with _ProgressBar(run) as progress:
             if run["config"].get("nproc_per_node", 1) * run["config"].get("nnodes", 1) > 1:
                 status = _run_under_torchrun(store, run, progress, flag)
             else:
                 status = execute_run(store, run["id"], progress=progress, should_stop=flag)
-            bar.set_postfix_str(status)
+            progress.bar.set_postfix_str(status)
+    for run in elsewhere:
+        if flag():
+            break
+        status = store.get_run(run["id"])["status"]
+        if status not in UNFINISHED:
+            print(f"run {run['id']} {run['name']}: {status} by another process", flush=True)
+            continue
+        print(f"run {run['id']} {run['name']}: trained by another supervisor of this database "
+              "(the app or `alto worker`); following it", flush=True)
+        with _ProgressBar(run) as progress:
+            progress.bar.set_postfix_str(_follow(store, run["id"], progress, flag))
 
 
 def _print_verdicts(store, experiment_id: int) -> None:
@@ -132,6 +143,42 @@ def _print_verdicts(store, experiment_id: int) -> None:
         print(row.verdict.sentence)
 
 
+class _ProgressBar:
+    """A tqdm bar for one run, called as `progress(step, total, latest)` like alto.train's callback."""
+
+    def __init__(self, run: dict) -> None:
+        from tqdm import tqdm
+        self.bar = tqdm(total=1, desc=run["name"], unit="step", dynamic_ncols=True)
+
+    def __call__(self, step: int, total: int, latest: dict) -> None:
+        self.bar.total = total
+        self.bar.n = step
+        shown = {k: f"{latest[k]:.4g}" for k in ("train/loss", "val/acc", "val/ppl") if k in latest}
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.refresh()
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _show(store, run_id: int, progress) -> dict:
+    """The run as stored now, its steps done shown on `progress`."""
+    run = store.get_run(run_id)
+    if run["total_steps"] and run["last_step"] is not None:
+        progress(run["last_step"] + 1, run["total_steps"], {})
+    return run
+
+
+def _follow(store, run_id: int, progress, stop) -> str:
+    """Show a run that another process trains until it ends, or until stop(); its status then."""
+    while (run := _show(store, run_id, progress))["status"] in UNFINISHED and not stop():
+        time.sleep(0.5)
+    return run["status"]
+
+
 def _run_under_torchrun(store, run: dict, progress, stop) -> str:
     """Start the run's torchrun group, follow its progress in the database, stop it on Ctrl-C."""
     import signal
@@ -144,12 +191,10 @@ def _run_under_torchrun(store, run: dict, progress, stop) -> str:
     while proc.poll() is None:
         if stop():
             os.killpg(proc.pid, signal.SIGTERM)
-        latest = store.get_run(run["id"])
-        if latest["total_steps"] and latest["last_step"] is not None:
-            progress(latest["last_step"] + 1, latest["total_steps"], {})
+        _show(store, run["id"], progress)
         time.sleep(0.5)
     status = store.get_run(run["id"])["status"]
-    if status in ("queued", "running"):  # the group died before rank 0 could record it
+    if status in UNFINISHED:  # the group died before rank 0 could record it
         store.update_run(run["id"], status="failed", finished_at=time.time(),
                          error=f"torchrun exited with code {proc.returncode} before the run recorded a result")
         status = "failed"
@@ -184,6 +229,8 @@ def print_results(store, experiment_id: int) -> None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from alto.presentation.views import steps_text
+
     store = _open_store(args.db)
     experiments = store.list_experiments()
     if args.json:
@@ -198,8 +245,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["created_at"]))
         print(f"experiment {e['id']}  {when}  {e['name']}  [{e['preset'] or '-'}]  {counts}")
         for r in store.list_runs(experiment_id=e["id"]):
-            print(f"  run {r['id']:>4}  {r['status']:<9} {r['name']}  step {r['last_step'] if r['last_step'] is not None else '-'}"
-                  f"/{r['total_steps'] or '?'}")
+            print(f"  run {r['id']:>4}  {r['status']:<9} {r['name']}  steps {steps_text(r)}")
     return 0
 
 
@@ -285,21 +331,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_app(args: argparse.Namespace) -> int:
-    """Start the Streamlit dashboard (127.0.0.1 unless --host says otherwise)."""
-    import subprocess
+def dashboard_script() -> Path:
+    """The dashboard's main script: app/ beside this `alto` in a checkout, else the installed `alto_app`."""
+    beside = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+    if beside.exists():
+        return beside
+    spec = importlib.util.find_spec("alto_app")
+    if spec is None or spec.origin is None:
+        raise SystemExit("alto: the dashboard files (package alto_app) are not installed; reinstall alto-lab")
+    return Path(spec.origin).parent / "streamlit_app.py"
 
-    script = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
-    if not script.exists():
-        raise SystemExit(f"alto: the dashboard files are not next to this installation ({script}); "
-                         "run from a checkout of the project (make app)")
-    _open_store(args.db)  # a bad database is reported here, before the server starts
+
+def streamlit_options(args: argparse.Namespace) -> list[str]:
+    """Streamlit's command-line settings for `alto app`: the address, no telemetry, and a toolbar
+    without the Deploy button (flags, since Streamlit reads config.toml only from the working
+    directory and the home folder)."""
+    return ["--server.address", args.host, "--server.port", str(args.port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Start the Streamlit dashboard (127.0.0.1 unless --host says otherwise).
+
+    This process becomes the server (exec): a SIGTERM, e.g. `docker stop` to PID 1, stops it.
+    """
+    script = dashboard_script()
+    _open_store(args.db).close()  # a bad database is reported here, before the server starts
     env = {**os.environ, "ALTO_DB": str(Path(args.db).resolve())}
-    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.host,
-               "--server.port", str(args.port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+    command = [sys.executable, "-m", "streamlit", "run", str(script), *streamlit_options(args)]
     print(f"ALTO Lab on http://{args.host}:{args.port}  (database {env['ALTO_DB']})", flush=True)
-    return subprocess.call(command, env=env)
+    os.execve(command[0], command, env)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -14,8 +14,12 @@ from alto.paths import default_db
 from alto.runner import Supervisor
 from alto.store import Store, StoreError
 
-STATUS_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "cancelled": "⏹️",
-                "diverged": "💥", "crashed": "☠️", "stalled": "⚠️"}
+# Material icons, for Markdown (st.write, st.info, labels): they need no emoji font. Plain-text places
+# (table cells, select box options) show the status word alone.
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:",
+                "finished": ":material/check_circle:", "failed": ":material/error:",
+                "cancelled": ":material/stop_circle:", "diverged": ":material/trending_up:",
+                "crashed": ":material/dangerous:", "stalled": ":material/hourglass_disabled:"}
 
 
 def db_path() -> str:

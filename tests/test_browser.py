@@ -1,7 +1,9 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright) against a real
-server, database and training processes: the first-visit demo, Compare, and a restart mid-run."""
+server, database and training processes: the first-visit demo, Compare, a restart mid-run, and
+SIGTERM to `alto app`."""
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from alto.paths import lock_path
 from alto.runner import queue_experiment
 from alto.store import Store
 from alto.train.presets import expand, parse_preset
@@ -177,3 +180,45 @@ def test_closing_the_browser_and_restarting_the_app_lose_nothing(tmp_path, brows
     finally:
         first.stop()
         kill_runs(store)
+
+
+def supervisor_lock_held(db: Path) -> bool:
+    """Whether some process holds the database's supervisor lock (taking it here frees it at once)."""
+    fd = os.open(lock_path(db), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_sigterm_to_alto_app_stops_the_server_and_its_supervisor(tmp_path, browser):
+    """`alto app` becomes the server: a SIGTERM to its pid (`docker stop` to PID 1) ends the server
+    and the supervisor in it, and no process of its group stays behind. The page draws Material
+    icons (no emoji font needed) and a toolbar without the Deploy button."""
+    db = tmp_path / "alto.db"
+    server = Server(db)
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        demo = page.get_by_role("button", name="Run the demo comparison")
+        demo.wait_for(timeout=60_000)
+        assert demo.locator("[data-testid='stIconMaterial']").count() == 1
+        assert page.get_by_role("button", name="Deploy").count() == 0
+        wait_for(lambda: supervisor_lock_held(db), 30, "the app's supervisor to lead the database")
+
+        os.kill(server.proc.pid, signal.SIGTERM)
+        server.proc.wait(timeout=20)
+        with pytest.raises(OSError):  # refused: nothing serves the port any more
+            urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=5)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server.proc.pid, 0)  # its session's process group is empty
+        assert not supervisor_lock_held(db)
+    finally:
+        server.stop()
+        try:  # whatever of its group a failed check left behind
+            os.killpg(server.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -39,7 +39,8 @@ def test_run_ls_export_end_to_end(tmp_path):
     assert listed[0]["run_counts"] == {"finished": 4}
     assert sorted((r["optimizer"], r["seed"]) for r in listed[0]["runs"]) == [
         ("alto", 0), ("alto", 1), ("sgd", 0), ("sgd", 1)]
-    assert "finished" in alto("ls", "--db", db).stdout
+    listing = alto("ls", "--db", db).stdout
+    assert listing.count("  finished  ") == 4 and listing.count("steps 8/8") == 4  # steps done, not the last index
 
     csv_path = tmp_path / "exp.csv"
     alto("export", "--experiment", "1", "--format", "csv", "--out", str(csv_path), "--db", db)
@@ -50,6 +51,46 @@ def test_run_ls_export_end_to_end(tmp_path):
     parquet = tmp_path / "exp.parquet"
     alto("export", "--experiment", "1", "--format", "parquet", "--out", str(parquet), "--db", db)
     assert len(pd.read_parquet(parquet)) == len(rows)
+
+
+@pytest.mark.slow
+def test_run_beside_a_worker_trains_each_run_once(tmp_path):
+    """`alto run` claims each run before training it: the runs a live `alto worker` on the same
+    database took first are followed, not trained a second time."""
+    from alto.runner import Supervisor
+
+    store = Store(tmp_path / "runs.db")
+    with store._write() as conn:  # a trigger logs which process recorded each run's end
+        conn.execute("CREATE TABLE endings (run_id INTEGER, pid INTEGER)")
+        conn.execute("CREATE TRIGGER log_endings AFTER UPDATE OF status ON runs WHEN NEW.status = 'finished' "
+                     "BEGIN INSERT INTO endings VALUES (NEW.id, NEW.pid); END")
+    # Two slots: the run `alto run` trains holds one of them in the worker's count too.
+    worker = subprocess.Popen([sys.executable, "-m", "alto.cli", "worker", "--db", str(store.path), "--slots", "2"],
+                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        probe, deadline = Supervisor(store), time.monotonic() + 60
+        while probe.try_lead():  # until the worker holds the database's supervisor lock
+            probe.stop()
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker never took the lock"
+            time.sleep(0.1)
+        cli = subprocess.Popen([sys.executable, "-m", "alto.cli", "run", "--preset", "demo-digits", "--optimizers",
+                                "alto,lamb,sgd,lion", "--seeds", "1", "--max-steps", "100", "--db", str(store.path)],
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = cli.communicate(timeout=600)
+        assert cli.returncode == 0, out
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    runs = store.list_runs()
+    assert len(runs) == 4 and {r["status"] for r in runs} == {"finished"}, out
+    endings = store.connection().execute("SELECT run_id, pid FROM endings ORDER BY run_id").fetchall()
+    assert [run_id for run_id, _ in endings] == [r["id"] for r in runs], "a run was trained twice (or never)"
+    by_cli = {run_id for run_id, pid in endings if pid == cli.pid}
+    by_worker = {r["id"] for r in runs if r["log_path"]}  # the worker's children log to a file
+    assert by_cli and by_worker and by_cli.isdisjoint(by_worker) and len(by_cli | by_worker) == 4
+    for run_id in by_worker:  # the CLI said it left these to the worker
+        line = next(line for line in out.splitlines() if line.startswith(f"run {run_id} "))
+        assert "following it" in line or "by another process" in line
 
 
 def test_clear_errors_for_bad_input(tmp_path):

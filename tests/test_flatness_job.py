@@ -15,7 +15,7 @@ import torch
 from alto.probes.flatness_job import (
     chosen_lrs, execute_job, flatness_settings, make_probe, measurable_runs, queue_flatness_job, summarize,
 )
-from alto.runner import Supervisor
+from alto.runner import JOB, Supervisor
 from alto.store import Store
 from alto.train.checkpoint import load_weights
 from alto.train.config import RunConfig
@@ -226,9 +226,9 @@ def test_unknown_kind_fails_and_queued_job_cancels(copied):
         assert store.get_job(odd)["status"] == "failed"
         assert "unknown job kind 'mystery'" in store.get_job(odd)["error"]
         queued = queue_flatness_job(store, experiment_id(store))
-        assert sup.cancel_job(queued) is True
+        assert sup.cancel(queued, JOB) is True
         assert store.get_job(queued)["status"] == "cancelled"
-        assert sup.cancel_job(queued) is False
+        assert sup.cancel(queued, JOB) is False
     finally:
         sup.stop()
 
@@ -241,7 +241,7 @@ def test_cancel_a_running_job(copied, tmp_path):
         sup.tick()
         job = store.get_job(job_id)
         assert job["status"] == "running" and job["pgid"]
-        assert sup.cancel_job(job_id) is True
+        assert sup.cancel(job_id, JOB) is True
         job = wait_job(store, job_id, sup, timeout=20)
     finally:
         sup.stop()

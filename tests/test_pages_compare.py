@@ -172,7 +172,7 @@ def test_gradients_says_so_when_nobody_logged_a_key(read_db):
     at = ok(page("gradients"))
     sgd = [o for o in at.multiselect[0].options if " sgd " in o]
     assert len(sgd) == 2
-    at.multiselect[0].set_value([int(o.split()[1].lstrip("#")) for o in sgd])
+    at.multiselect[0].set_value([int(o.split()[0].lstrip("#")) for o in sgd])  # "#3 sgd lr=... (finished)"
     ok(at.run())
     assert chart(at, "panel_a_norm") is None
     assert "Not logged by sgd: nothing to plot here." in texts(at.info)

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from alto.probes.flatness_job import execute_job, queue_flatness_job
 from alto.probes.landscape import LANDSCAPES
+from alto.runner import JOB
 from alto.store import Store
 from conftest import ROOT
 from test_flatness_job import copy_db
@@ -79,7 +80,7 @@ def test_flatness_page_queues_a_job(db):
     assert job["status"] in ("queued", "running", "finished")
     assert job["payload"]["pair"] == ["alto", "lamb"] and job["payload"]["batch_size"] == 512
     from common import supervisor
-    supervisor().cancel_job(job["id"])  # don't leave it running in the background
+    supervisor().cancel(job["id"], JOB)  # don't leave it running in the background
     deadline = time.monotonic() + 20
     while store.get_job(job["id"])["status"] in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -340,12 +340,12 @@ def test_run_duration_and_steps():
 
 def test_runs_table_on_real_runs(runs):
     table = views.runs_table(runs, {runs[0]["experiment_id"]: "Tiny <b>digits</b>"}, now=0.0,
-                             icons={"finished": "✅"}, fmt_time=lambda t: "T" if t else "-")
+                             fmt_time=lambda t: "T" if t else "-")
     assert len(table) == 8
     assert table.columns.tolist() == ["id", "name", "optimizer", "seed", "lr", "status", "steps",
                                       "started", "duration", "tags", "notes", "error",
                                       "experiment"]
-    assert set(table["status"]) == {"✅ finished"}
+    assert set(table["status"]) == {"finished"}
     assert set(table["steps"]) == {"30/30"}
     assert table["experiment"].iloc[0] == f"#{runs[0]['experiment_id']} Tiny <b>digits</b>"
     assert set(table["error"]) == {""}

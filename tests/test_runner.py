@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alto.runner import Supervisor, process_alive, queue_experiment
+from alto.runner import JOB, RUN, Supervisor, process_alive, queue_experiment
 from alto.store import Store
 from alto.train.presets import expand, load_preset
 
@@ -119,7 +119,7 @@ def test_two_runs_one_slot_run_in_turn(store, supervisors):
         assert r["last_step"] == SHORT - 1
         summary = store.summary([r["id"]])[r["id"]]
         assert summary["train/loss"]["count"] == SHORT
-    assert sup.status_counts() == {"finished": 2}
+    assert store.status_counts() == {"finished": 2}
     assert sup.active_runs() == []
 
 
@@ -236,6 +236,73 @@ def test_stopped_process_stalls_then_recovers(store, supervisors):
     sup.cancel(run_id)
     wait_for(store, run_id, status_is("cancelled"), sup=sup, timeout=10)
     wait_for(store, run_id, lambda r: group_gone(r["pgid"]), sup=sup, timeout=5)
+
+
+# A stand-in child that stops itself (SIGSTOP) once ready. It gets `-m MODULE ID --db PATH`.
+STOPS_ITSELF = """
+table = "runs" if sys.argv[2] == "alto.train" else "jobs"
+row_id, db = int(sys.argv[3]), sys.argv[5]
+if RECORDS_ITS_END:
+    def record(*_):
+        import sqlite3
+        with sqlite3.connect(db, timeout=30) as conn:
+            conn.execute(f"UPDATE {table} SET status = 'cancelled', error = 'recorded by the process' "
+                         "WHERE id = ?", (row_id,))
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, record)
+os.kill(os.getpid(), signal.SIGSTOP)
+time.sleep(60)
+"""
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+@pytest.mark.parametrize("kind", [RUN, JOB], ids=["run", "job"])
+@pytest.mark.parametrize("records_its_end", [True, False], ids=["process-records", "supervisor-records"])
+def test_cancel_continues_a_stopped_process_and_writes_cancelled_once(store, tmp_path, supervisors, kind,
+                                                                       records_its_end):
+    """SIGTERM reaches a SIGSTOPped run or job (the cancel sends SIGCONT too), and `cancelled` is
+    written once: by the process when it records its end, else by the cancel thread alone, never
+    by the reconcile loop (a trigger logs every status write)."""
+    if kind is RUN:
+        (row_id,) = queue(store, SHORT)
+    else:
+        row_id = store.add_job("flatness")
+    with store._write() as conn:
+        conn.execute("CREATE TABLE status_writes (tbl TEXT, row_id INTEGER, status TEXT)")
+        for table in ("runs", "jobs"):
+            conn.execute(f"CREATE TRIGGER {table}_status_writes AFTER UPDATE OF status ON {table} "
+                         f"BEGIN INSERT INTO status_writes VALUES ('{table}', NEW.id, NEW.status); END")
+    python = fake_python(tmp_path, f"RECORDS_ITS_END = {records_its_end}\n{STOPS_ITSELF}")
+    sup = Supervisor(store, python=python, grace_s=20.0)  # a kill would take 20 s and say so
+    supervisors.append(sup)
+    sup.tick()
+    row = kind.get(store, row_id)
+    assert row["status"] == "running" and row["pgid"]
+    deadline = time.monotonic() + 10
+    while not _stopped(row["pid"]):
+        assert time.monotonic() < deadline, "the stand-in never stopped itself"
+        time.sleep(0.05)
+
+    assert sup.cancel(row_id, kind) is True
+    deadline = time.monotonic() + 15
+    while kind.get(store, row_id)["status"] != "cancelled" or not group_gone(row["pgid"]):
+        assert time.monotonic() < deadline, f"not cancelled: {kind.get(store, row_id)}"
+        sup.tick()  # the reconcile loop sees the dead process meanwhile
+        time.sleep(0.05)
+    for _ in range(3):
+        sup.tick()
+    row = kind.get(store, row_id)
+    assert row["error"] == ("recorded by the process" if records_its_end else "cancelled on request")
+    writes = store.connection().execute(
+        "SELECT status FROM status_writes WHERE tbl = ? AND row_id = ?", (f"{kind.noun}s", row_id)).fetchall()
+    assert [w[0] for w in writes] == ["running", "cancelled"]
 
 
 def test_second_supervisor_is_not_leader_but_can_cancel(store, supervisors):

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from alto.store import Store
 from alto.train import RunConfig, lr_at, scaled_lr, train

@@ -387,8 +387,9 @@ def steps_text(run: Mapping) -> str:
 
 
 def runs_table(runs: Sequence[dict], experiment_names: Mapping[int, str], now: float, *,
-               icons: Mapping[str, str], fmt_time: Callable[[float | None], str]) -> pd.DataFrame:
-    """One row per run for the Runs page (all values plain text or numbers)."""
+               fmt_time: Callable[[float | None], str]) -> pd.DataFrame:
+    """One row per run for the Runs page (all values plain text or numbers: icons do not render
+    in table cells)."""
     cols = ["id", "name", "optimizer", "seed", "lr", "status", "steps", "started", "duration",
             "tags", "notes", "error", "experiment"]
     rows = [{
@@ -396,7 +397,7 @@ def runs_table(runs: Sequence[dict], experiment_names: Mapping[int, str], now: f
         "experiment": f"#{r['experiment_id']} {experiment_names.get(r['experiment_id'], '')}".strip(),
         "name": r["name"], "optimizer": r["optimizer"], "seed": r["seed"],
         "lr": f"{float(r['lr']):g}",
-        "status": f"{icons.get(r['status'], '')} {r['status']}".strip(),
+        "status": r["status"],
         "steps": steps_text(r), "started": fmt_time(r.get("started_at")),
         "duration": fmt.duration(run_duration(r, now)),
         "tags": ", ".join(r.get("tags") or []), "notes": r.get("notes") or "",

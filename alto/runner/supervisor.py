@@ -1,4 +1,4 @@
-"""The supervisor: queued runs into OS processes, and the processes' fate back into run statuses.
+"""The supervisor: queued runs and jobs into OS processes, and the processes' fate back into statuses.
 
 One per database (an flock on `<db>.supervisor.lock` elects it). Each run is its own session
 (`python -m alto.train RUN_ID --db PATH`), so it outlives the app or worker that started it; a
@@ -6,10 +6,10 @@ later supervisor adopts such runs by pid. The run process records its own normal
 (finished, failed, diverged, cancelled); the supervisor records what a dead process cannot:
 `crashed`, `failed` before the run could record it, and `stalled` while the heartbeat is late.
 
-Background analysis jobs (the `jobs` table, e.g. flatness) share the slots with runs and are
-launched the same way (`python -m <JOB_MODULES[kind]> JOB_ID --db PATH`); being short, a queued job
-takes the next free slot before queued runs. Jobs have no heartbeat: a dead job process that did
-not record its end becomes `crashed` or `failed`, like a run.
+Background analysis jobs (the `jobs` table, e.g. flatness) go through the same path
+(`python -m <JOB_MODULES[kind]> JOB_ID --db PATH`) and share the slots with runs; being short, a
+queued job takes the next free slot before queued runs. What differs between the two is one
+`Kind` record each, RUN and JOB: jobs have no heartbeat, so they never stall.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from alto import paths
 from alto.store import Store
@@ -33,24 +34,84 @@ from alto.train.distributed import launch_argv
 
 log = logging.getLogger(__name__)
 
-UNFINISHED = ("running", "stalled")
 LOG_TAIL_LINES = 40
 ERROR_CHARS = 4000
 StatusCallback = Callable[[dict, str | None, str], None]  # (run, old status, new status)
 JOB_MODULES = {"flatness": "alto.probes.flatness_job"}  # job kind -> module run as its process
 
+
+class ChildProcess(Protocol):
+    """What the supervisor needs of a started process (subprocess.Popen has it)."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+
+# How a child is started: (argv, environment, log file) -> a process leading its own session,
+# so that its process group id is its pid. The one place to change to start children otherwise.
+Spawn = Callable[[list[str], dict[str, str], BinaryIO], ChildProcess]
+
+
+def spawn_process(argv: list[str], env: dict[str, str], log: BinaryIO) -> subprocess.Popen:
+    """Start `argv` (a list of arguments, never a shell string) in a new session, its output
+    appended to `log`."""
+    return subprocess.Popen([*argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What differs between supervising a run and a job; everything else is one path."""
+
+    noun: str                                    # "run" / "job": messages, log files, thread names
+    unfinished: tuple[str, ...]                  # statuses whose process should be alive
+    heartbeat: bool                              # a late heartbeat marks it `stalled`
+    argv: Callable[[dict, str, str], list[str]]  # (row, db path, python) -> command; ValueError: cannot run
+    module: Callable[[dict], str]                # the module its command line names (see process_alive)
+    whole_machine: Callable[[dict], bool]        # uses every GPU (torchrun), not its slot's one
+    get: Callable[..., dict]                     # the Store's methods for its table
+    select: Callable[..., list[dict]]
+    claim_next: Callable[..., dict | None]
+    update: Callable[..., None]
+    update_if: Callable[..., bool]
+
+
+def _job_argv(job: dict, db_path: str, python: str) -> list[str]:
+    module = JOB_MODULES.get(job["kind"])
+    if module is None:
+        raise ValueError(f"unknown job kind {job['kind']!r}; known: {', '.join(JOB_MODULES)}")
+    return [python, "-m", module, str(job["id"]), "--db", db_path]
+
+
+RUN = Kind(
+    noun="run", unfinished=("running", "stalled"), heartbeat=True,
+    argv=lambda run, db_path, python: launch_argv(run["id"], db_path, run.get("config") or {}, python),
+    module=lambda run: "alto.train",
+    whole_machine=lambda run: int((run.get("config") or {}).get("nproc_per_node") or 1) > 1,
+    get=Store.get_run, select=Store.list_runs, claim_next=Store.claim_next_queued,
+    update=Store.update_run, update_if=Store.update_run_if,
+)
+JOB = Kind(
+    noun="job", unfinished=("running",), heartbeat=False, argv=_job_argv,
+    module=lambda job: JOB_MODULES.get(job["kind"], job["kind"]),
+    whole_machine=lambda job: False,
+    get=Store.get_job, select=Store.list_jobs, claim_next=Store.claim_next_job,
+    update=Store.update_job, update_if=Store.update_job_if,
+)
+
 # Children of supervisors that were stopped in this process: still reaped by any later tick,
 # so a long-lived app never collects zombies.
-_orphans: list[subprocess.Popen] = []
+_orphans: list[ChildProcess] = []
 _started: weakref.WeakSet = weakref.WeakSet()  # supervisors whose loop thread was started
 _orphans_lock = threading.Lock()
 
 
 @dataclass
 class _Child:
-    popen: subprocess.Popen
+    process: ChildProcess
     gpu: str | None
-    cancelled: bool = False
 
 
 def _gpu_ids() -> list[str]:
@@ -165,9 +226,10 @@ def _signal_name(returncode: int) -> str:
 
 
 class Supervisor:
-    """Launches queued runs while a slot is free and keeps run statuses true to their processes.
+    """Launches queued runs and jobs while a slot is free and keeps their statuses true to their processes.
 
-    `db` is a database path or an open Store (then shared with the caller).
+    `db` is a database path or an open Store (then shared with the caller). `spawn` starts each
+    child process (see Spawn).
     """
 
     def __init__(
@@ -181,10 +243,8 @@ class Supervisor:
         log_dir: Path | None = None,
         python: str = sys.executable,
         on_change: StatusCallback | None = None,
+        spawn: Spawn = spawn_process,
     ) -> None:
-        # Pass the process's Store when there is one: Store() reads the file's header with
-        # open()/close(), and closing any descriptor of the file drops the POSIX locks that
-        # the process's open SQLite connections hold on it.
         self.store = db if isinstance(db, Store) else Store(db)
         self.db_path = self.store.path
         self.gpus = _gpu_ids()
@@ -197,11 +257,11 @@ class Supervisor:
         self.log_dir = Path(log_dir) if log_dir else paths.log_dir(self.db_path)
         self.python = python
         self.on_change = on_change
+        self.spawn = spawn
         self.lock_path = paths.lock_path(self.db_path)
         self._lock_fd: int | None = None
-        self._children: dict[int, _Child] = {}
-        self._job_children: dict[int, _Child] = {}
-        self._cancels: dict[int, threading.Thread] = {}
+        self._children: dict[tuple[str, int], _Child] = {}  # (kind noun, id) -> the process this instance started
+        self._cancels: dict[tuple[str, int], threading.Thread] = {}
         self._mutex = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -267,9 +327,8 @@ class Supervisor:
         self._thread = None
         with self._mutex:
             with _orphans_lock:
-                _orphans.extend(c.popen for c in [*self._children.values(), *self._job_children.values()])
+                _orphans.extend(c.process for c in self._children.values())
             self._children.clear()
-            self._job_children.clear()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing drops the flock
                 self._lock_fd = None
@@ -288,91 +347,87 @@ class Supervisor:
         with _orphans_lock:
             _orphans[:] = [p for p in _orphans if p.poll() is None]
         with self._mutex:
-            busy = self._reconcile() + self._reconcile_jobs()
-            while len(busy) < self.slots:
-                job = self.store.claim_next_job()
-                if job is None:
-                    break
-                gpu = self._pick_gpu(busy)
-                if self._launch_job(job, gpu):
-                    busy.append(gpu)
-            while len(busy) < self.slots:
-                run = self.store.claim_next_queued()
-                if run is None:
-                    break
-                gpu = self._pick_gpu(busy)
-                if self._launch(run, gpu):
-                    busy.append(gpu)
+            busy = self._reconcile(RUN) + self._reconcile(JOB)
+            for kind in (JOB, RUN):
+                while len(busy) < self.slots:
+                    row = kind.claim_next(self.store)
+                    if row is None:
+                        break
+                    gpu = self._pick_gpu(busy)
+                    if self._launch(kind, row, gpu):
+                        busy.append(gpu)
         if self.on_change is not None:
             self._report_changes()
 
     # -- reconcile -----------------------------------------------------------------
 
-    def _reconcile(self) -> list[str | None]:
-        """Fix statuses of dead or silent runs; returns the GPU (or None) of each live run."""
-        for child in self._children.values():
-            child.popen.poll()  # reaps: no zombies
+    def _reconcile(self, kind: Kind) -> list[str | None]:
+        """Fix statuses of dead or silent runs (or jobs); returns the GPU (or None) of each live one."""
+        mine = {row_id: child for (noun, row_id), child in self._children.items() if noun == kind.noun}
+        for child in mine.values():
+            child.process.poll()  # reaps: no zombies
         busy: list[str | None] = []
         now = time.time()
-        for run in self.store.list_runs(status=list(UNFINISHED)):
-            run_id = run["id"]
-            child = self._children.get(run_id)
+        for row in kind.select(self.store, status=list(kind.unfinished)):
+            child = mine.get(row["id"])
             if child is not None:
-                alive = child.popen.returncode is None
+                alive = child.process.returncode is None
             else:
-                alive = process_alive(run["pid"], run_id, run["started_at"])
+                alive = process_alive(row["pid"], row["id"], row["started_at"], module=kind.module(row))
             if alive:
-                busy.append(child.gpu if child else (_cuda_of(run["pid"]) if self.gpus else None))
-                self._check_heartbeat(run, now)
-            elif child is not None or run["pid"] or self._silent(run, now):
-                self._record_death(run, child, now)
-        # A run that has recorded its end frees its slot even while its process is still exiting:
+                busy.append(child.gpu if child else (_cuda_of(row["pid"]) if self.gpus else None))
+                if kind.heartbeat:
+                    self._check_heartbeat(kind, row, now)
+            elif self._cancelling(kind, row["id"]):
+                continue  # its cancel thread records the ending (and whether it had to kill)
+            elif child is not None or row["pid"] or self._silent(row, now):
+                self._record_death(kind, row, child, now)
+        # One that has recorded its end frees its slot even while its process is still exiting:
         # the next run spends its first seconds importing, not computing.
-        for run_id, child in list(self._children.items()):
-            if child.popen.returncode is not None:
-                del self._children[run_id]
+        for row_id, child in mine.items():
+            if child.process.returncode is not None:
+                del self._children[(kind.noun, row_id)]
         return busy
 
-    def _silent(self, run: dict, now: float) -> bool:
-        """A running run without a pid whose heartbeat is late: claimed, never started."""
-        beat = run["heartbeat_at"] or run["started_at"] or 0.0
+    def _cancelling(self, kind: Kind, row_id: int) -> bool:
+        waiter = self._cancels.get((kind.noun, row_id))
+        return waiter is not None and waiter.is_alive()
+
+    def _silent(self, row: dict, now: float) -> bool:
+        """Claimed without a pid for longer than the heartbeat timeout: its process never started."""
+        beat = row.get("heartbeat_at") or row["started_at"] or 0.0
         return now - beat > self.heartbeat_timeout_s
 
-    def _check_heartbeat(self, run: dict, now: float) -> None:
-        beat = run["heartbeat_at"] or run["started_at"] or now
+    def _check_heartbeat(self, kind: Kind, row: dict, now: float) -> None:
+        beat = row["heartbeat_at"] or row["started_at"] or now
         late = now - beat > self.heartbeat_timeout_s
-        if late and run["status"] == "running":
-            self._update_if(run["id"], ("running",), status="stalled")
-        elif not late and run["status"] == "stalled":
-            self._update_if(run["id"], ("stalled",), status="running")
+        if late and row["status"] == "running":
+            kind.update_if(self.store, row["id"], ("running",), status="stalled")
+        elif not late and row["status"] == "stalled":
+            kind.update_if(self.store, row["id"], ("stalled",), status="running")
 
-    def _record_death(self, run: dict, child: _Child | None, now: float) -> None:
-        if child is not None and child.cancelled:
-            return  # the cancel thread records the ending (and whether it had to kill) once the group is gone
-        run_id, tail = run["id"], log_tail(run["log_path"])
-        shown = f"\n\nLast lines of {run['log_path']}:\n{tail}" if tail else ""
-        code = child.popen.returncode if child else None
+    def _record_death(self, kind: Kind, row: dict, child: _Child | None, now: float) -> None:
+        noun, code = kind.noun, (child.process.returncode if child else None)
         if code is not None and code > 0:
-            status, error = "failed", f"the run process exited with code {code} before recording a result"
+            status, error = "failed", f"the {noun} process exited with code {code} before recording a result"
         elif code is not None and code < 0:
             status = "crashed"
-            error = f"the run process was killed by {_signal_name(code)}"
+            error = f"the {noun} process was killed by {_signal_name(code)}"
             if code == -signal.SIGKILL:
                 error += " (the kernel's out-of-memory killer sends SIGKILL too)"
         elif code == 0:
-            status, error = "crashed", "the run process exited without recording a result"
-        elif run["pid"]:
+            status, error = "crashed", f"the {noun} process exited without recording a result"
+        elif row["pid"]:
             status = "crashed"
-            error = (f"the run process (pid {run['pid']}) is gone without recording a result: "
+            error = (f"the {noun} process (pid {row['pid']}) is gone without recording a result: "
                      "killed, out of memory, or the machine restarted")
         else:
-            status, error = "crashed", "the run was claimed but its process never started"
-        error += shown[-(ERROR_CHARS - len(error)):] if shown else ""
-        if self._update_if(run_id, UNFINISHED, status=status, error=error, finished_at=now):
-            log.info("run %s: %s (%s)", run_id, status, error.splitlines()[0])
-
-    def _update_if(self, run_id: int, expected: tuple[str, ...], **fields: object) -> bool:
-        return self.store.update_run_if(run_id, expected, **fields)
+            status, error = "crashed", f"the {noun} was claimed but its process never started"
+        tail = log_tail(row["log_path"])
+        if tail:
+            error += f"\n\nLast lines of {row['log_path']}:\n{tail}"[-(ERROR_CHARS - len(error)):]
+        if kind.update_if(self.store, row["id"], kind.unfinished, status=status, error=error, finished_at=now):
+            log.info("%s %s: %s (%s)", noun, row["id"], status, error.splitlines()[0])
 
     # -- launch --------------------------------------------------------------------
 
@@ -381,7 +436,7 @@ class Supervisor:
             return None
         return min(self.gpus, key=lambda g: (busy.count(g), self.gpus.index(g)))
 
-    def _open_log(self, log_path: Path, argv: list[str]):
+    def _open_log(self, log_path: Path, argv: list[str]) -> BinaryIO:
         """The child's log file (appended), headed by the time and the command."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "ab")
@@ -389,192 +444,81 @@ class Supervisor:
         out.flush()
         return out
 
-    def _launch(self, run: dict, gpu: str | None) -> bool:
-        """Start the process of a claimed run; a launch error fails the run."""
-        run_id = run["id"]
-        log_path = self.log_dir / f"run_{run_id}.log"
-        config = run.get("config") or {}
-        # a torchrun run (several processes) uses every GPU of the machine, not its slot's one
-        env = _child_env(gpu if (config.get("nproc_per_node") or 1) <= 1 else None)
-        argv = launch_argv(run_id, str(self.db_path), config, self.python)
+    def _launch(self, kind: Kind, row: dict, gpu: str | None) -> bool:
+        """Start the process of a claimed run or job; what cannot be started is failed."""
+        row_id, log_path = row["id"], self.log_dir / f"{kind.noun}_{row['id']}.log"
+        argv: list[str] = []
         try:
+            argv = kind.argv(row, str(self.db_path), self.python)
             with self._open_log(log_path, argv) as out:
-                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        except OSError as err:
-            self._update_if(run_id, UNFINISHED, status="failed", finished_at=time.time(),
-                            error=f"could not start the run process {argv}: {err}")
+                process = self.spawn(argv, _child_env(None if kind.whole_machine(row) else gpu), out)
+        except (OSError, ValueError) as err:
+            error = f"could not start the {kind.noun} process {argv}: {err}" if argv else str(err)
+            kind.update_if(self.store, row_id, kind.unfinished, status="failed", finished_at=time.time(), error=error)
             return False
-        self._children[run_id] = _Child(popen, gpu)
-        try:  # with a new session the child leads its own process group: pgid == pid
-            self.store.update_run(run_id, pid=popen.pid, pgid=popen.pid, log_path=str(log_path),
-                                  started_at=time.time())
-        except KeyError:  # deleted meanwhile; the child finds no run and exits
+        self._children[(kind.noun, row_id)] = _Child(process, gpu)
+        try:  # the child leads its own process group: pgid == pid
+            kind.update(self.store, row_id, pid=process.pid, pgid=process.pid, log_path=str(log_path),
+                        started_at=time.time())
+        except KeyError:  # deleted meanwhile; the child finds no row and exits
             pass
-        log.info("run %s: started pid %s%s", run_id, popen.pid, f" on GPU {gpu}" if gpu else "")
-        return True
-
-    # -- jobs ----------------------------------------------------------------------
-
-    def _reconcile_jobs(self) -> list[str | None]:
-        """Record dead job processes (crashed / failed); returns the GPU (or None) of each live job."""
-        for child in self._job_children.values():
-            child.popen.poll()
-        busy: list[str | None] = []
-        now = time.time()
-        for job in self.store.list_jobs(status="running"):
-            child = self._job_children.get(job["id"])
-            if child is not None:
-                alive = child.popen.returncode is None
-            else:
-                module = JOB_MODULES.get(job["kind"], job["kind"])
-                alive = process_alive(job["pid"], job["id"], job["started_at"], module=module)
-            if alive:
-                busy.append(child.gpu if child else (_cuda_of(job["pid"]) if self.gpus else None))
-            elif child is not None or job["pid"] or now - (job["started_at"] or 0.0) > self.heartbeat_timeout_s:
-                self._record_job_death(job, child, now)
-        for job_id, child in list(self._job_children.items()):
-            if child.popen.returncode is not None:
-                del self._job_children[job_id]
-        return busy
-
-    def _record_job_death(self, job: dict, child: _Child | None, now: float) -> None:
-        tail = log_tail(job["log_path"])
-        shown = f"\n\nLast lines of {job['log_path']}:\n{tail}" if tail else ""
-        code = child.popen.returncode if child else None
-        if child is not None and child.cancelled:
-            status, error = "cancelled", "cancelled: the job process was stopped before it could record it"
-        elif code is not None and code > 0:
-            status, error = "failed", f"the job process exited with code {code} before recording a result"
-        elif code is not None and code < 0:
-            status, error = "crashed", f"the job process was killed by {_signal_name(code)}"
-        elif code == 0:
-            status, error = "crashed", "the job process exited without recording a result"
-        elif job["pid"]:
-            status, error = "crashed", f"the job process (pid {job['pid']}) is gone without recording a result"
-        else:
-            status, error = "crashed", "the job was claimed but its process never started"
-        error += shown[-(ERROR_CHARS - len(error)):] if shown else ""
-        if self._update_job_if(job["id"], ("running",), status=status, error=error, finished_at=now):
-            log.info("job %s: %s (%s)", job["id"], status, error.splitlines()[0])
-
-    def _update_job_if(self, job_id: int, expected: tuple[str, ...], **fields: object) -> bool:
-        return self.store.update_job_if(job_id, expected, **fields)
-
-    def _launch_job(self, job: dict, gpu: str | None) -> bool:
-        """Start the process of a claimed job; an unknown kind or a launch error fails the job."""
-        job_id = job["id"]
-        module = JOB_MODULES.get(job["kind"])
-        if module is None:
-            self._update_job_if(job_id, ("running",), status="failed", finished_at=time.time(),
-                                error=f"unknown job kind {job['kind']!r}; known: {', '.join(JOB_MODULES)}")
-            return False
-        log_path = self.log_dir / f"job_{job_id}.log"
-        env = _child_env(gpu)
-        argv = [self.python, "-m", module, str(job_id), "--db", str(self.db_path)]
-        try:
-            with self._open_log(log_path, argv) as out:
-                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        except OSError as err:
-            self._update_job_if(job_id, ("running",), status="failed", finished_at=time.time(),
-                                error=f"could not start the job process {argv}: {err}")
-            return False
-        self._job_children[job_id] = _Child(popen, gpu)
-        try:
-            self.store.update_job(job_id, pid=popen.pid, pgid=popen.pid, log_path=str(log_path),
-                                  started_at=time.time())
-        except KeyError:  # deleted meanwhile
-            pass
-        log.info("job %s (%s): started pid %s", job_id, job["kind"], popen.pid)
-        return True
-
-    def cancel_job(self, job_id: int) -> bool:
-        """Cancel a queued job now, or stop a running one (SIGTERM, then SIGKILL after grace_s).
-
-        Returns at once; False if the job had already ended.
-        """
-        if self._update_job_if(job_id, ("queued",), status="cancelled", finished_at=time.time()):
-            return True
-        job = self.store.get_job(job_id)
-        if job["status"] != "running":
-            return False
-        with self._mutex:
-            child = self._job_children.get(job_id)
-            if child is not None:
-                child.cancelled = True
-        module = JOB_MODULES.get(job["kind"], job["kind"])
-        pgid = child.popen.pid if child is not None else (
-            job["pgid"] if process_alive(job["pid"], job_id, job["started_at"], module=module) else None)
-
-        def stop() -> None:
-            try:
-                if pgid is not None:
-                    _signal_group(pgid, signal.SIGTERM)
-                    if not self._wait_gone(pgid, child, self.grace_s):
-                        _signal_group(pgid, signal.SIGKILL)
-                        self._wait_gone(pgid, child, 2.0)
-                self._update_job_if(job_id, ("running", "crashed"), status="cancelled",
-                                    finished_at=time.time(), error="cancelled on request")
-            except Exception:  # noqa: BLE001 - a thread has nobody to raise to
-                log.exception("cancelling job %s failed", job_id)
-
-        threading.Thread(target=stop, name=f"alto-cancel-job-{job_id}", daemon=True).start()
+        log.info("%s %s: started pid %s%s", kind.noun, row_id, process.pid, f" on GPU {gpu}" if gpu else "")
         return True
 
     # -- cancel --------------------------------------------------------------------
 
-    def cancel(self, run_id: int) -> bool:
-        """Cancel a queued run now, or stop a running one (SIGTERM, then SIGKILL after grace_s).
+    def cancel(self, row_id: int, kind: Kind = RUN) -> bool:
+        """Cancel a queued run (or job, with kind=JOB) now, or stop a running one: SIGTERM, then
+        SIGKILL after grace_s.
 
-        Returns at once (the stopping happens in a thread); False if the run had already ended.
+        Returns at once (the stopping happens in a thread); False if it had already ended.
         Works without being the leader: it signals the process group recorded in the database.
         """
-        if self._update_if(run_id, ("queued",), status="cancelled", finished_at=time.time()):
+        if kind.update_if(self.store, row_id, ("queued",), status="cancelled", finished_at=time.time()):
             return True
-        if self.store.get_run(run_id)["status"] not in UNFINISHED:
+        if kind.get(self.store, row_id)["status"] not in kind.unfinished:
             return False
-        with self._mutex:
-            waiter = self._cancels.get(run_id)
-            if waiter is not None and waiter.is_alive():
+        key = (kind.noun, row_id)
+        with self._mutex:  # the reconcile loop sees the thread as soon as it is registered
+            if self._cancelling(kind, row_id):
                 return True
-            child = self._children.get(run_id)
-            if child is not None:
-                child.cancelled = True
-            waiter = threading.Thread(target=self._terminate, args=(run_id, child),
-                                      name=f"alto-cancel-{run_id}", daemon=True)
-            self._cancels = {i: t for i, t in self._cancels.items() if t.is_alive()}
-            self._cancels[run_id] = waiter
-        waiter.start()
+            waiter = threading.Thread(target=self._terminate, args=(kind, row_id, self._children.get(key)),
+                                      name=f"alto-cancel-{kind.noun}-{row_id}", daemon=True)
+            self._cancels = {k: t for k, t in self._cancels.items() if t.is_alive()}
+            self._cancels[key] = waiter
+            waiter.start()
         return True
 
-    def _terminate(self, run_id: int, child: _Child | None) -> None:
+    def _terminate(self, kind: Kind, row_id: int, child: _Child | None) -> None:
+        """Stop the process group, then record `cancelled` (the one writer of a cancel's ending)."""
         try:
-            pgid = child.popen.pid if child is not None else self._live_pgid(run_id)
-            error = None
+            pgid = child.process.pid if child is not None else self._live_pgid(kind, row_id)
+            error = "cancelled on request"
             if pgid is not None:
                 _signal_group(pgid, signal.SIGTERM)
                 _signal_group(pgid, signal.SIGCONT)  # a stopped process handles SIGTERM only once continued
                 if not self._wait_gone(pgid, child, self.grace_s):
                     _signal_group(pgid, signal.SIGKILL)
                     self._wait_gone(pgid, child, 2.0)
-                    error = (f"cancelled: the run did not stop within {self.grace_s:g} s of SIGTERM "
+                    error = (f"cancelled: the {kind.noun} did not stop within {self.grace_s:g} s of SIGTERM "
                              "and was killed")
-            # `crashed` too: another supervisor may have seen the killed process first.
-            self._update_if(run_id, (*UNFINISHED, "crashed"), status="cancelled",
-                            finished_at=time.time(), error=error)
+            # A process that recorded its own ending keeps it. `crashed` too: another supervisor
+            # may have seen the stopped process first.
+            kind.update_if(self.store, row_id, (*kind.unfinished, "crashed"), status="cancelled",
+                           finished_at=time.time(), error=error)
         except Exception:  # noqa: BLE001 - a thread has nobody to raise to
-            log.exception("cancelling run %s failed", run_id)
+            log.exception("cancelling %s %s failed", kind.noun, row_id)
 
-    def _live_pgid(self, run_id: int) -> int | None:
-        """The process group of another supervisor's run, once it is recorded and verified alive."""
+    def _live_pgid(self, kind: Kind, row_id: int) -> int | None:
+        """The process group of another supervisor's child, once it is recorded and verified alive."""
         deadline = time.monotonic() + 10.0
         while True:
-            run = self.store.get_run(run_id)
-            if run["status"] not in UNFINISHED:
+            row = kind.get(self.store, row_id)
+            if row["status"] not in kind.unfinished:
                 return None
-            if run["pid"] and run["pgid"]:
-                return run["pgid"] if process_alive(run["pid"], run_id, run["started_at"]) else None
+            if row["pid"] and row["pgid"]:
+                alive = process_alive(row["pid"], row_id, row["started_at"], module=kind.module(row))
+                return row["pgid"] if alive else None
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.1)  # just claimed: the launcher records the pid in a moment
@@ -585,7 +529,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while True:
             if child is not None:
-                child.popen.poll()  # reap the leader, or its zombie keeps the group alive
+                child.process.poll()  # reap the leader, or its zombie keeps the group alive
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
@@ -598,18 +542,13 @@ class Supervisor:
 
     # -- helpers for the UI and the worker -----------------------------------------
 
-    def status_counts(self) -> dict[str, int]:
-        """{status: number of runs} over the whole database."""
-        rows = self.store.connection().execute("SELECT status, count(*) FROM runs GROUP BY status")
-        return dict(rows.fetchall())
-
     def active_runs(self) -> list[dict]:
         """Runs whose process is running or stalled, oldest first."""
-        return self.store.list_runs(status=list(UNFINISHED))
+        return self.store.list_runs(status=list(RUN.unfinished))
 
     def _report_changes(self) -> None:
         """Call on_change(run, old, new) for every status change seen since the last tick."""
-        current = {r["id"]: r for r in self.store.list_runs(status=["queued", *UNFINISHED])}
+        current = {r["id"]: r for r in self.store.list_runs(status=["queued", *RUN.unfinished])}
         for run_id in self._watched.keys() - current.keys():
             try:
                 current[run_id] = self.store.get_run(run_id)
@@ -620,4 +559,4 @@ class Supervisor:
             if old != run["status"]:
                 self.on_change(run, old, run["status"])
         self._watched = {i: r["status"] for i, r in current.items()
-                         if r["status"] in ("queued", *UNFINISHED)}
+                         if r["status"] in ("queued", *RUN.unfinished)}

@@ -314,19 +314,35 @@ class Store:
 
     def claim_next_queued(self, *, pid: int | None = None) -> dict | None:
         """Atomically move the oldest queued run to `running` and return it (None if none)."""
+        run_id = self._claim("runs", None, pid)
+        return None if run_id is None else self.get_run(run_id)
+
+    def claim_run(self, run_id: int, *, pid: int | None = None) -> bool:
+        """Move this queued run to `running` for process `pid`; False if it was not queued.
+
+        One conditional UPDATE: of two processes claiming the same run, exactly one wins.
+        """
+        return self._claim("runs", run_id, pid) is not None
+
+    def _claim(self, table: str, row_id: int | None, pid: int | None) -> int | None:
+        """Move a queued run or job (`row_id`, else the oldest) to `running`; its id if this call won."""
         now = time.time()
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1"
-            ).fetchone()
+        fields: dict[str, Any] = {"status": "running", "started_at": now, "pid": pid}
+        if table == "runs":
+            fields["heartbeat_at"] = now  # the heartbeat clock starts at the claim
+        if row_id is not None:
+            return row_id if self._update(table, row_id, fields, ("queued",)) else None
+        while True:  # the oldest queued row; if another claimer takes it first, the next one
+            row = self.connection().execute(
+                f"SELECT id FROM {table} WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
             if row is None:
                 return None
-            conn.execute(
-                "UPDATE runs SET status = 'running', started_at = ?, heartbeat_at = ?, pid = ? "
-                "WHERE id = ?",
-                (now, now, pid, row[0]),
-            )
-        return self.get_run(row[0])
+            if self._update(table, row[0], fields, ("queued",)):
+                return row[0]
+
+    def status_counts(self) -> dict[str, int]:
+        """{status: number of runs} over the whole database."""
+        return dict(self.connection().execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
 
     def set_params(self, run_id: int, params: dict) -> None:
         """Upsert named parameters (values stored as JSON)."""
@@ -608,13 +624,8 @@ class Store:
 
     def claim_next_job(self, *, pid: int | None = None) -> dict | None:
         """Atomically move the oldest queued job to `running` and return it (None if none)."""
-        with self._write() as conn:
-            row = conn.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
-            if row is None:
-                return None
-            conn.execute("UPDATE jobs SET status = 'running', started_at = ?, pid = ? WHERE id = ?",
-                         (time.time(), pid, row[0]))
-        return self.get_job(row[0])
+        job_id = self._claim("jobs", None, pid)
+        return None if job_id is None else self.get_job(job_id)
 
     # -- maintenance ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import streamlit as st
 from alto.plots import bar_with_ci, runs_overlay
 from alto.presentation.fmt import mean_pm_std
 from alto.probes.flatness_job import DEFAULTS, KIND, measurable_runs, queue_flatness_job, summarize
-from alto.runner.supervisor import log_tail
+from alto.runner import JOB, log_tail
 from common import STATUS_ICONS, pick_experiment, store, supervisor, when
 
 ACTIVE = ("queued", "running")
@@ -43,7 +43,7 @@ else:
     iters = iters_col.number_input("Power iterations", 2, 200, DEFAULTS["iters"],
                                    help="Hessian-vector products for the top eigenvalue (stops early when it "
                                         "has converged).")
-    if st.button("Measure flatness", type="primary", icon="📐"):
+    if st.button("Measure flatness", type="primary", icon=":material/straighten:"):
         queue_flatness_job(s, experiment_id, pair=[first, second], batch_size=int(batch_size), iters=int(iters))
         sup.tick()  # start it now rather than at the next poll
 
@@ -64,7 +64,7 @@ def job_status(job_id: int) -> None:
     if tail:
         st.code(tail, language=None)
     if st.button("Cancel the job", key=f"cancel_job_{job_id}"):
-        sup.cancel_job(job_id)
+        sup.cancel(job_id, JOB)
 
 
 if job is not None and job["status"] in ACTIVE:

@@ -8,7 +8,7 @@ from alto.plots import curves
 from alto.plots.gradients import layer_heatmap
 from alto.presentation import views
 from alto.store import X_AXES
-from common import STATUS_ICONS, pick_experiment, store, supervisor
+from common import pick_experiment, store, supervisor
 
 s = store()
 supervisor()
@@ -28,7 +28,7 @@ if not all_runs:
 by_id = {r["id"]: r for r in all_runs}
 chosen_ids = st.multiselect(
     "Runs", list(by_id), default=views.default_run_ids(all_runs),
-    format_func=lambda i: f"{STATUS_ICONS.get(by_id[i]['status'], '')} {views.run_label(by_id[i])}")
+    format_func=lambda i: views.run_label(by_id[i]))
 c1, c2 = st.columns(2)
 x = c1.selectbox("x axis", X_AXES, format_func=lambda a: views.AXIS_LABELS.get(a, a))
 smoothing = c2.slider("Smoothing (debiased EMA)", 0.0, 0.99, 0.0, 0.01)

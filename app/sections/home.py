@@ -38,7 +38,7 @@ if not experiments:
     st.subheader("Start here")
     st.write(f"The demo trains a small network on scikit-learn's digits with ALTO, Lamb, SGD and LION, "
              f"{DEMO_SEEDS} seeds each, on the CPU (about a minute per seed). You can watch it live.")
-    if st.button("Run the demo comparison", type="primary", icon="▶️"):
+    if st.button("Run the demo comparison", type="primary", icon=":material/play_arrow:"):
         run_demo()
         st.switch_page("sections/live.py")
 else:
@@ -47,9 +47,9 @@ else:
              "runs": e["n_runs"]} for e in experiments[:10]]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     left, right = st.columns(2)
-    if left.button("Watch live", icon="📡"):
+    if left.button("Watch live", icon=":material/monitoring:"):
         st.switch_page("sections/live.py")
-    if right.button("Run the demo comparison again", icon="▶️"):
+    if right.button("Run the demo comparison again", icon=":material/play_arrow:"):
         run_demo()
         st.switch_page("sections/live.py")
 

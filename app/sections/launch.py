@@ -139,7 +139,7 @@ if configs:
     st.success(f"**{len(configs)} runs** ({len(chosen)} optimizers × {int(seeds)} seeds"
                f"{' × LR grid' if any(lr_texts.values()) else ''}){per_run}. "
                f"Runs execute one at a time per device slot.")
-    if st.button("Queue the comparison", type="primary", icon="🚀"):
+    if st.button("Queue the comparison", type="primary", icon=":material/rocket_launch:"):
         experiment_id = queue_experiment(s, preset, configs)
         st.session_state["experiment_id"] = experiment_id
         supervisor().tick()

@@ -8,7 +8,7 @@ import streamlit as st
 from alto.presentation import views
 from alto.runner import log_tail
 from alto.train.run import remove_run_files
-from common import STATUS_ICONS, experiment_label, store, supervisor, when
+from common import experiment_label, store, supervisor, when
 
 CONFIRM = "runs_confirm_delete"  # session key: ("run" | "experiment", id) awaiting confirmation
 FLASH = "runs_flash"             # session key: message to show after the rerun that follows an action
@@ -29,7 +29,7 @@ scope = st.selectbox("Experiment", [None, *by_exp],
                      format_func=lambda i: "All experiments" if i is None else experiment_label(by_exp[i]))
 runs = s.list_runs(experiment_id=scope)
 table = views.runs_table(runs, {i: e["name"] for i, e in by_exp.items()}, time.time(),
-                         icons=STATUS_ICONS, fmt_time=when)
+                         fmt_time=when)
 st.dataframe(table if scope is None else table.drop(columns="experiment"), hide_index=True)
 st.caption(f"{len(runs)} run{'s' if len(runs) != 1 else ''}. steps = done/total; error = its first "
            "line (select the run below for the whole message).")
@@ -64,7 +64,7 @@ if runs:
         with st.form(f"edit_run_{run_id}"):
             tags_text = st.text_input("Tags (comma-separated)", value=", ".join(run["tags"]))
             notes = st.text_area("Notes", value=run["notes"] or "")
-            if st.form_submit_button("Save tags and notes", icon="💾"):
+            if st.form_submit_button("Save tags and notes", icon=":material/save:"):
                 add, remove = views.tag_changes(run["tags"], views.parse_tags(tags_text))
                 s.add_tags(run_id, add)
                 for tag in remove:
@@ -74,7 +74,7 @@ if runs:
                 st.rerun()
         st.download_button("Export metrics (CSV)",
                            lambda: s.raw_metrics([run_id]).to_csv(index=False),
-                           file_name=f"run{run_id}_metrics.csv", mime="text/csv", icon="⬇️",
+                           file_name=f"run{run_id}_metrics.csv", mime="text/csv", icon=":material/download:",
                            help="Every logged value of this run: key, step, value, wall time, "
                                 "samples, epoch.")
 
@@ -104,7 +104,7 @@ for column, (key, label) in zip(st.columns(2), buttons):
 
 if pending is not None:
     doomed, what = targets[pending]
-    st.warning(f"Delete {what}? This cannot be undone.", icon="⚠️")
+    st.warning(f"Delete {what}? This cannot be undone.", icon=":material/warning:")
     yes, no = st.columns(2)
     if yes.button("Yes, delete", type="primary"):
         st.session_state.pop(CONFIRM)

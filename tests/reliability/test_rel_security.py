@@ -188,6 +188,7 @@ FORBIDDEN_CALLS = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.
                    "asyncio.create_subprocess_shell", "eval", "exec", "os.popen2", "os.popen3", "commands.getoutput"}
 RUNNERS = {"subprocess.Popen", "subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output",
            "Popen", "run", "call", "check_call", "check_output"}
+EXECS = {"os.execv", "os.execve", "os.execvp", "os.execvpe"}  # (path, argv, ...): the argv is checked
 
 
 def _assignments(fn: ast.AST, name: str) -> list[ast.AST]:
@@ -261,19 +262,23 @@ def test_no_shell_and_no_string_built_commands():
             for kw in node.keywords:
                 if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
                     findings.append(f"{where}: {name}(shell=...)")
-            if name in RUNNERS and (name.startswith("subprocess.") or "subprocess" in path.read_text()):
+            if name in EXECS:
+                command = node.args[1] if len(node.args) > 1 else None
+            elif name in RUNNERS and (name.startswith("subprocess.") or "subprocess" in path.read_text()):
                 if name in ("run", "call") and not name.startswith("subprocess."):
                     continue  # a bare run()/call() that is not subprocess's
                 command = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "args"), None)
-                if command is None:
-                    findings.append(f"{where}: {name}() without a command")
-                    continue
-                why = _string_built(command, owner[id(node)], defs)
-                if why:
-                    findings.append(f"{where}: {name}() command is {why}")
-                launches.append(where)
+            else:
+                continue
+            if command is None:
+                findings.append(f"{where}: {name}() without a command")
+                continue
+            why = _string_built(command, owner[id(node)], defs)
+            if why:
+                findings.append(f"{where}: {name}() command is {why}")
+            launches.append(where)
     assert findings == [], findings
-    assert len(launches) >= 3  # supervisor runs + jobs, cli app/torchrun: the scan sees them
+    assert len(launches) >= 3  # supervisor runs + jobs, cli app (exec) / torchrun: the scan sees them
     print(f"\nSECURITY shell: {len(SOURCES)} files scanned; {len(launches)} subprocess launches, all argv lists, "
           f"no shell=True / os.system / os.popen / eval / exec")
 
@@ -285,7 +290,7 @@ SQL_SINKS = {"execute", "executemany", "executescript", "_one", "_all"}
 # (file, function, name) -> where the value is checked before it reaches SQL text
 SQL_IDENTIFIERS = {
     ("alto/store/store.py", "_update", "name"): "keys of **fields checked against RUN_FIELDS / JOB_FIELDS first",
-    ("alto/store/store.py", "_update", "table"): "only 'runs' or 'jobs', from update_run(_if) / update_job(_if)",
+    ("alto/store/store.py", "_update", "table"): "only 'runs' or 'jobs', from update_run(_if) / update_job(_if) / _claim",
     ("alto/store/queries.py", "series", "x"): "x checked against X_AXES by Store._series_args (its only caller)",
 }
 
@@ -496,7 +501,7 @@ def test_sql_text_is_literal_placeholders_or_checked_identifiers():
 
 def test_sql_identifier_checks_refuse_injection(tmp_path):
     """The runtime checks behind SQL_IDENTIFIERS, and values bound (not spliced) everywhere else."""
-    from alto.runner import Supervisor
+    from alto.runner import JOB, RUN
 
     store = Store(tmp_path / "inj.db")
     evil = "x'); DROP TABLE runs; --"
@@ -510,14 +515,9 @@ def test_sql_identifier_checks_refuse_injection(tmp_path):
                     lambda: store.list_jobs(status="queued' OR '1'='1")):
         with pytest.raises(ValueError):
             attempt()
-    sup = Supervisor(store)
-    try:
+    for kind, row_id in ((RUN, run_id), (JOB, job_id)):  # the supervisor's conditional updates
         with pytest.raises(ValueError):
-            sup._update_if(run_id, ("queued",), **{"status = 'crashed' --": 1})
-        with pytest.raises(ValueError):
-            sup._update_job_if(job_id, ("queued",), **{"status = 'crashed' --": 1})
-    finally:
-        sup.stop()
+            kind.update_if(store, row_id, ("queued",), **{"status = 'crashed' --": 1})
     with store.writer(run_id) as w:
         w.log(0, {evil: 1.0, "train/loss": math.nan})
     store.set_notes(evil, run_id=run_id)
