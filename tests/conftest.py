@@ -50,3 +50,14 @@ def filled_db(tmp_path_factory) -> Path:
         assert execute_run(store, run["id"]) == "finished"
     store.close()
     return path
+
+
+@pytest.fixture
+def filled_copy(filled_db, tmp_path, monkeypatch) -> Path:
+    """A copy of `filled_db` of the test's own, set as ALTO_DB for the pages it runs."""
+    import shutil
+
+    path = tmp_path / "filled.db"
+    shutil.copy(filled_db, path)
+    monkeypatch.setenv("ALTO_DB", str(path))
+    return path

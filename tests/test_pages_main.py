@@ -1,7 +1,6 @@
 """Home, Launch and Live pages through Streamlit's AppTest, on real databases."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -25,12 +24,6 @@ def empty_db(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture
-def filled_copy(filled_db, tmp_path, monkeypatch):
-    path = tmp_path / "filled.db"
-    shutil.copy(filled_db, path)
-    monkeypatch.setenv("ALTO_DB", str(path))
-    return path
 
 
 # --- pure helpers --------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 
@@ -177,19 +176,11 @@ def test_claims_stand_only_beside_their_own_metric_and_threshold(store):
 
 # -- every surface says the same thing ---------------------------------------------------------------
 
-@pytest.fixture
-def copied(filled_db, tmp_path, monkeypatch):
-    path = tmp_path / "copy.db"
-    shutil.copy(filled_db, path)
-    monkeypatch.setenv("ALTO_DB", str(path))
-    return path
-
-
-def test_cli_report_roi_and_compare_agree(copied):
-    store = Store(copied)
+def test_cli_report_roi_and_compare_agree(filled_copy):
+    store = Store(filled_copy)
     sentence = measure(store, 1).row.verdict.sentence
     out = subprocess.run([sys.executable, "-m", "alto.cli", "compare", "--experiment", "1", "--json",
-                          "--db", str(copied)], capture_output=True, text=True, check=True)
+                          "--db", str(filled_copy)], capture_output=True, text=True, check=True)
     rows = json.loads(out.stdout)
     first = rows[0]
     assert (first["optimizer"], first["baseline"], first["metric"], first["threshold"]) == ("alto", "lamb", "val/acc",
@@ -197,7 +188,7 @@ def test_cli_report_roi_and_compare_agree(copied):
     assert {r["threshold"] for r in rows} == {0.5, 0.8}  # every target of the experiment
     assert first["sentence"] == sentence and first["interval"] in ("ci", "range", "none")
     assert {r["optimizer"] for r in rows} == {"alto", "sgd", "lion"} and len(rows) == 6
-    text = subprocess.run([sys.executable, "-m", "alto.cli", "compare", "--experiment", "1", "--db", str(copied)],
+    text = subprocess.run([sys.executable, "-m", "alto.cli", "compare", "--experiment", "1", "--db", str(filled_copy)],
                           capture_output=True, text=True, check=True).stdout
     assert sentence in text
     assert sentence in build_report(store, 1)
@@ -210,9 +201,9 @@ def test_cli_report_roi_and_compare_agree(copied):
     assert not roi.exception and roi.markdown[0].value == sentence
 
 
-def test_roi_page_and_report_survive_an_optimizer_whose_runs_all_diverged(copied):
+def test_roi_page_and_report_survive_an_optimizer_whose_runs_all_diverged(filled_copy):
     """All LION runs diverged before logging a validation value: no KeyError anywhere."""
-    store = Store(copied)
+    store = Store(filled_copy)
     lion = [r for r in store.list_runs(experiment_id=1) if r["optimizer"] == "lion"]
     for r in lion:
         store.update_run(r["id"], status="diverged")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch.distributed
 
-from alto.paths import checkpoint_dir
+from alto.paths import checkpoint_dir, default_db
 from alto.store import Store
 
 from . import distributed
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m alto.train")
     parser.add_argument("run_id", type=int)
-    parser.add_argument("--db", default=os.environ.get("ALTO_DB", "runs/alto.db"))
+    parser.add_argument("--db", default=default_db())
     args = parser.parse_args(argv)
     flag = StopFlag().install()
 
