@@ -328,8 +328,8 @@ def test_a_refused_action_is_shown_in_the_page_not_raised(copy_db, monkeypatch):
     at.session_state["alto_role"] = VIEWER
     at.run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["Read-only access: a viewer cannot delete runs. Open the dashboard with "
-                                           "the editor token to do this."]
+    assert [e.value for e in at.error] == [("Read-only access: a viewer cannot delete runs. Open the dashboard "
+                                            "with the editor token to do this.")]
     assert not any("after the action" in m.value for m in at.markdown)
     assert run_id in {r["id"] for r in Store(copy_db).list_runs()}
 
@@ -357,7 +357,7 @@ def test_pages_change_nothing_except_through_the_guarded_actions():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and not node.module.startswith("alto.access"):
                 findings += [f"{path.name}: imports {a.name}" for a in node.names if a.name in MUTATORS]
-            if isinstance(node, ast.Attribute) and node.attr in MUTATORS:
-                if not (isinstance(node.value, ast.Name) and node.value.id == "actions"):
-                    findings.append(f"{path.name}:{node.lineno}: .{node.attr}")
+            if isinstance(node, ast.Attribute) and node.attr in MUTATORS \
+                    and not (isinstance(node.value, ast.Name) and node.value.id == "actions"):
+                findings.append(f"{path.name}:{node.lineno}: .{node.attr}")
     assert findings == []

@@ -101,8 +101,9 @@ def app_tokens(host: str, port: int, *, editor: str | None, viewer: str | None, 
         if editor or viewer:
             raise ValueError(f"--no-auth cannot be combined with an access token (--token, --viewer-token, "
                              f"{EDITOR_ENV}, {VIEWER_ENV}); drop one or the other")
-        return Tokens(), [f"WARNING: --no-auth: anyone who can reach port {port} on {host or 'every interface'} "
-                          "can launch, cancel and delete runs and read every result."]
+        warning = (f"WARNING: --no-auth: anyone who can reach port {port} on {host or 'every interface'} can "
+                   "launch, cancel and delete runs and read every result.")
+        return Tokens(), [warning]
     tokens = Tokens(editor=editor, viewer=viewer)
     if tokens.editor is None and (tokens.viewer is not None or not is_loopback(host)):
         tokens = Tokens(editor=generate(), viewer=tokens.viewer)
