@@ -1,6 +1,8 @@
 # ALTO Lab for a GPU server: the dashboard (with its supervisor) on port 8501, the database on a volume.
 #   docker build -t alto-lab .
 #   docker run --gpus all -p 8501:8501 -v alto-data:/data alto-lab
+# Bound to 0.0.0.0 it needs a token: `docker logs` shows the link with a generated one, or pass
+# -e ALTO_TOKEN=... (editor) and -e ALTO_VIEWER_TOKEN=... (read-only) to choose them.
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -353,13 +353,25 @@ def streamlit_options(args: argparse.Namespace) -> list[str]:
 def cmd_app(args: argparse.Namespace) -> int:
     """Start the Streamlit dashboard (127.0.0.1 unless --host says otherwise).
 
-    This process becomes the server (exec): a SIGTERM, e.g. `docker stop` to PID 1, stops it.
+    Beyond loopback it needs a token (alto.access.tokens.app_tokens), which reaches the server in
+    its environment, never on its command line. This process becomes the server (exec): a SIGTERM,
+    e.g. `docker stop` to PID 1, stops it.
     """
+    from alto.access.tokens import EDITOR_ENV, VIEWER_ENV, app_tokens
+
     script = dashboard_script()
     _open_store(args.db).close()  # a bad database is reported here, before the server starts
-    env = {**os.environ, "ALTO_DB": str(Path(args.db).resolve())}
+    try:
+        tokens, notices = app_tokens(args.host, args.port, editor=args.token or os.environ.get(EDITOR_ENV),
+                                     viewer=args.viewer_token or os.environ.get(VIEWER_ENV), no_auth=args.no_auth)
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    env = {k: v for k, v in os.environ.items() if k not in (EDITOR_ENV, VIEWER_ENV)}
+    env.update(tokens.environ(), ALTO_DB=str(Path(args.db).resolve()))
     command = [sys.executable, "-m", "streamlit", "run", str(script), *streamlit_options(args)]
     print(f"ALTO Lab on http://{args.host}:{args.port}  (database {env['ALTO_DB']})", flush=True)
+    for line in notices:
+        print(line, flush=True)
     os.execve(command[0], command, env)
 
 
@@ -472,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--db", default=default_db())
+    app.add_argument("--token", help="editor token (default: $ALTO_TOKEN; generated and printed when --host is not "
+                     "loopback); prefer the variable: a command line is visible to every user of the machine")
+    app.add_argument("--viewer-token", help="read-only token for stakeholders (default: $ALTO_VIEWER_TOKEN)")
+    app.add_argument("--no-auth", action="store_true",
+                     help="no token even beyond loopback: anyone who reaches the port can do everything")
     app.set_defaults(func=cmd_app)
 
     report = sub.add_parser("report", help="one self-contained HTML report of an experiment")

@@ -1,15 +1,21 @@
-"""What every page shares: the database, the supervisor, and small display helpers.
+"""What every page shares: the database, the supervisor, the session's role, and small display helpers.
 
 Pages stay thin: widgets in, alto.* query/analysis functions called, figures out.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 
+from alto.access.roles import EDITOR, AccessDenied
+from alto.access.throttle import Throttle
+from alto.access.tokens import Tokens
 from alto.paths import default_db
 from alto.runner import Supervisor
 from alto.store import Store, StoreError
@@ -20,6 +26,9 @@ STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arro
                 "finished": ":material/check_circle:", "failed": ":material/error:",
                 "cancelled": ":material/stop_circle:", "diverged": ":material/trending_up:",
                 "crashed": ":material/dangerous:", "stalled": ":material/hourglass_disabled:"}
+ROLE = "alto_role"  # session key: the role this session's token earned (see gate.py)
+READ_ONLY = "Read-only access: open the dashboard with the editor token to do this."
+T = TypeVar("T")
 
 
 def db_path() -> str:
@@ -40,6 +49,7 @@ def _supervisor(path: str) -> Supervisor:
 
 def store() -> Store:
     """The database, or a clear error page (never a traceback) when it cannot be used."""
+    role()  # pages run behind the token page; one run on its own without a role gets no data either
     path = db_path()
     try:
         s = _store(path)
@@ -60,6 +70,42 @@ def supervisor() -> Supervisor:
     sup = _supervisor(db_path())
     sup.start()  # no-op while its loop runs; restarts one that was stopped
     return sup
+
+
+def tokens() -> Tokens:
+    """The tokens this server accepts (`alto app` puts them in its environment); none: open to all."""
+    return Tokens.from_environ(os.environ)
+
+
+@st.cache_resource(show_spinner=False)
+def throttle() -> Throttle:
+    """One for the whole server: its limit on token checks is shared by every session."""
+    return Throttle()
+
+
+def role() -> str:
+    """This session's role: the one its token earned; the editor's when the app needs no token
+    (loopback, as before). A page reached without a role where one is needed shows nothing."""
+    earned = st.session_state.get(ROLE)
+    if earned is not None:
+        return earned
+    if not tokens().required:
+        return EDITOR
+    st.stop()
+
+
+def can_edit() -> bool:
+    return role() == EDITOR
+
+
+def perform(action: Callable[..., T], *args, **kwargs) -> T:
+    """Run an alto.access.actions function as this session's role. A refusal (a viewer's click that
+    got past a disabled button) is shown instead of a traceback, and ends the script run there."""
+    try:
+        return action(role(), *args, **kwargs)
+    except AccessDenied as err:
+        st.error(str(err), icon=":material/lock:")
+        st.stop()
 
 
 def when(ts: float | None) -> str:

@@ -10,6 +10,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` for the pag
 
 st.set_page_config(page_title="ALTO Lab", page_icon=":material/landscape:", layout="wide")
 
+from common import can_edit  # noqa: E402  (after the path above)
+from gate import require_token  # noqa: E402
+
+require_token()  # without a valid token: the token page alone, no navigation, no page content
+if not can_edit():
+    st.sidebar.info("Read-only access: every page and every download; launching, cancelling, deleting and "
+                    "editing need the editor token.", icon=":material/visibility:")
+
 PAGES = Path(__file__).resolve().parent / "sections"  # not "pages/": that name turns on Streamlit's auto-discovery
 navigation = st.navigation({
     "Experiments": [

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from alto.access import actions
 from alto.analysis.experiment import grouped_series
 from alto.analysis.verdicts import compare, default_pair, primary_target
 from alto.plots import curves, runs_overlay, seed_dots
 from alto.presentation import views
-from alto.runner.queue import queue_confirmation
 from alto.store import X_AXES
-from common import pick_experiment, store, supervisor
+from common import READ_ONLY, can_edit, perform, pick_experiment, store, supervisor
 
 s = store()
 supervisor()
@@ -130,8 +130,10 @@ if comparison is not None:
     if comparison.selection.selected:
         st.write("The LRs were chosen on these seeds, so their numbers are optimistic (the winner's curse). "
                  "Confirm them on fresh seeds: the verdict then rests on those runs.")
-        if st.button(f"Confirm on {confirm_seeds} fresh seeds", icon=":material/verified:"):
-            ids = queue_confirmation(s, experiment["id"], comparison.selection.lrs, int(confirm_seeds))
+        if st.button(f"Confirm on {confirm_seeds} fresh seeds", icon=":material/verified:", disabled=not can_edit(),
+                     help=None if can_edit() else READ_ONLY):
+            ids = perform(actions.queue_confirmation, s, experiment["id"], comparison.selection.lrs,
+                          int(confirm_seeds))
             supervisor().tick()
             st.success(f"Queued {len(ids)} confirmation runs; watch them on Live.")
     st.download_button("Download the verdict table (CSV)", views.verdict_table(comparison).to_csv(index=False),

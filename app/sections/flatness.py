@@ -5,11 +5,12 @@ import pandas as pd
 import plotly.colors
 import streamlit as st
 
+from alto.access import actions
 from alto.plots import bar_with_ci, runs_overlay
 from alto.presentation.fmt import mean_pm_std
-from alto.probes.flatness_job import DEFAULTS, KIND, measurable_runs, queue_flatness_job, summarize
+from alto.probes.flatness_job import DEFAULTS, KIND, measurable_runs, summarize
 from alto.runner import JOB, log_tail
-from common import STATUS_ICONS, pick_experiment, store, supervisor, when
+from common import READ_ONLY, STATUS_ICONS, can_edit, perform, pick_experiment, store, supervisor, when
 
 ACTIVE = ("queued", "running")
 
@@ -43,8 +44,10 @@ else:
     iters = iters_col.number_input("Power iterations", 2, 200, DEFAULTS["iters"],
                                    help="Hessian-vector products for the top eigenvalue (stops early when it "
                                         "has converged).")
-    if st.button("Measure flatness", type="primary", icon=":material/straighten:"):
-        queue_flatness_job(s, experiment_id, pair=[first, second], batch_size=int(batch_size), iters=int(iters))
+    if st.button("Measure flatness", type="primary", icon=":material/straighten:", disabled=not can_edit(),
+                 help=None if can_edit() else READ_ONLY):
+        perform(actions.queue_flatness_job, s, experiment_id, pair=[first, second], batch_size=int(batch_size),
+                iters=int(iters))
         sup.tick()  # start it now rather than at the next poll
 
 # -- the latest job -----------------------------------------------------------------------------
@@ -63,8 +66,9 @@ def job_status(job_id: int) -> None:
     tail = log_tail(current["log_path"], 6)
     if tail:
         st.code(tail, language=None)
-    if st.button("Cancel the job", key=f"cancel_job_{job_id}"):
-        sup.cancel(job_id, JOB)
+    if st.button("Cancel the job", key=f"cancel_job_{job_id}", disabled=not can_edit(),
+                 help=None if can_edit() else READ_ONLY):
+        perform(actions.cancel, sup, job_id, JOB)
 
 
 if job is not None and job["status"] in ACTIVE:

@@ -4,9 +4,9 @@ import os
 import pandas as pd
 import streamlit as st
 
-from alto.runner import queue_experiment
+from alto.access import actions
 from alto.train.presets import expand, load_preset
-from common import experiment_label, store, supervisor, when
+from common import READ_ONLY, can_edit, experiment_label, perform, store, supervisor, when
 
 DEMO_PRESET = os.environ.get("ALTO_DEMO_PRESET", "demo-digits")  # tests point this at a tiny preset
 DEMO_SEEDS = int(os.environ.get("ALTO_DEMO_SEEDS", "3"))
@@ -28,17 +28,18 @@ st.markdown(
 def run_demo() -> None:
     preset = load_preset(DEMO_PRESET)
     configs = expand(preset, seeds=DEMO_SEEDS)
-    experiment_id = queue_experiment(s, preset, configs, name="Demo comparison")
+    experiment_id = perform(actions.queue_experiment, s, preset, configs, name="Demo comparison")
     st.session_state["experiment_id"] = experiment_id
     supervisor().tick()  # start the first run now rather than at the next poll
 
 
+locked = {} if can_edit() else {"disabled": True, "help": READ_ONLY}
 experiments = s.list_experiments()
 if not experiments:
     st.subheader("Start here")
     st.write(f"The demo trains a small network on scikit-learn's digits with ALTO, Lamb, SGD and LION, "
              f"{DEMO_SEEDS} seeds each, on the CPU (about a minute per seed). You can watch it live.")
-    if st.button("Run the demo comparison", type="primary", icon=":material/play_arrow:"):
+    if st.button("Run the demo comparison", type="primary", icon=":material/play_arrow:", **locked):
         run_demo()
         st.switch_page("sections/live.py")
 else:
@@ -49,7 +50,7 @@ else:
     left, right = st.columns(2)
     if left.button("Watch live", icon=":material/monitoring:"):
         st.switch_page("sections/live.py")
-    if right.button("Run the demo comparison again", icon=":material/play_arrow:"):
+    if right.button("Run the demo comparison again", icon=":material/play_arrow:", **locked):
         run_demo()
         st.switch_page("sections/live.py")
 

@@ -1,15 +1,15 @@
 """Launch: pick a preset or build a comparison, see what will run, queue it."""
 import streamlit as st
 
+from alto.access import actions
 from alto.data import dataset_names
 from alto.models import model_names
 from alto.optim import OPTIMIZERS, optimizer_names
-from alto.runner import queue_experiment
 from alto.runner.launch import (custom_preset, estimate_steps, field_for_error, parse_lr_list,
                                 plan_runs)
 from alto.train.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
 from alto.train.presets import load_preset, preset_names
-from common import store, supervisor
+from common import READ_ONLY, can_edit, perform, store, supervisor
 
 s = store()
 st.title("Launch a comparison")
@@ -139,8 +139,9 @@ if configs:
     st.success(f"**{len(configs)} runs** ({len(chosen)} optimizers × {int(seeds)} seeds"
                f"{' × LR grid' if any(lr_texts.values()) else ''}){per_run}. "
                f"Runs execute one at a time per device slot.")
-    if st.button("Queue the comparison", type="primary", icon=":material/rocket_launch:"):
-        experiment_id = queue_experiment(s, preset, configs)
+    if st.button("Queue the comparison", type="primary", icon=":material/rocket_launch:", disabled=not can_edit(),
+                 help=None if can_edit() else READ_ONLY):
+        experiment_id = perform(actions.queue_experiment, s, preset, configs)
         st.session_state["experiment_id"] = experiment_id
         supervisor().tick()
         st.switch_page("sections/live.py")

@@ -1,12 +1,13 @@
 """Live: progress and ETA per run, live curves, log tail, cancel — refreshed every 2 s."""
 import streamlit as st
 
+from alto.access import actions
 from alto.analysis.experiment import grouped_series
 from alto.plots import curves
 from alto.presentation.fmt import duration
 from alto.runner.launch import progress
 from alto.runner.supervisor import log_tail
-from common import STATUS_ICONS, pick_experiment, store, supervisor
+from common import READ_ONLY, STATUS_ICONS, can_edit, perform, pick_experiment, store, supervisor
 
 s = store()
 sup = supervisor()
@@ -31,8 +32,9 @@ def live(experiment_id: int) -> None:
         cols = st.columns([5, 1])
         label = f"{STATUS_ICONS[r['status']]} {r['name']} — step {p['done']}/{p['total'] or '?'} — ETA {duration(p['eta_s'])}"
         cols[0].progress(p["fraction"], text=label)
-        if cols[1].button("Cancel", key=f"cancel_{r['id']}"):
-            sup.cancel(r["id"])
+        if cols[1].button("Cancel", key=f"cancel_{r['id']}", disabled=not can_edit(),
+                          help=None if can_edit() else READ_ONLY):
+            perform(actions.cancel, sup, r["id"])
             st.toast(f"Cancelling run {r['id']}")
 
     ids = [r["id"] for r in runs if r["status"] != "queued"]

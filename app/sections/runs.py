@@ -5,10 +5,10 @@ import time
 
 import streamlit as st
 
+from alto.access import actions
 from alto.presentation import views
 from alto.runner import log_tail
-from alto.train.run import remove_run_files
-from common import experiment_label, store, supervisor, when
+from common import READ_ONLY, can_edit, experiment_label, perform, store, supervisor, when
 
 CONFIRM = "runs_confirm_delete"  # session key: ("run" | "experiment", id) awaiting confirmation
 FLASH = "runs_flash"             # session key: message to show after the rerun that follows an action
@@ -64,12 +64,10 @@ if runs:
         with st.form(f"edit_run_{run_id}"):
             tags_text = st.text_input("Tags (comma-separated)", value=", ".join(run["tags"]))
             notes = st.text_area("Notes", value=run["notes"] or "")
-            if st.form_submit_button("Save tags and notes", icon=":material/save:"):
+            if st.form_submit_button("Save tags and notes", icon=":material/save:", disabled=not can_edit(),
+                                     help=None if can_edit() else READ_ONLY):
                 add, remove = views.tag_changes(run["tags"], views.parse_tags(tags_text))
-                s.add_tags(run_id, add)
-                for tag in remove:
-                    s.remove_tag(run_id, tag)
-                s.set_notes(notes, run_id=run_id)
+                perform(actions.annotate_run, s, run_id, add_tags=add, remove_tags=remove, notes=notes)
                 st.session_state[FLASH] = f"Saved tags and notes of run #{run_id}."
                 st.rerun()
         st.download_button("Export metrics (CSV)",
@@ -95,7 +93,7 @@ if pending is not None and pending not in targets:
     pending = None
 
 for column, (key, label) in zip(st.columns(2), buttons):
-    blocker = views.delete_blocker(targets[key][0])
+    blocker = views.delete_blocker(targets[key][0]) or (None if can_edit() else READ_ONLY)
     if column.button(label, disabled=blocker is not None, help=blocker):
         st.session_state[CONFIRM] = key
         st.rerun()
@@ -106,18 +104,14 @@ if pending is not None:
     doomed, what = targets[pending]
     st.warning(f"Delete {what}? This cannot be undone.", icon=":material/warning:")
     yes, no = st.columns(2)
-    if yes.button("Yes, delete", type="primary"):
+    if yes.button("Yes, delete", type="primary", disabled=not can_edit()):
         st.session_state.pop(CONFIRM)
         now = {r["id"]: r for r in s.list_runs(experiment_id=experiment_id)}
         blocker = views.delete_blocker([now[r["id"]] for r in doomed if r["id"] in now])
         if blocker:  # a run started between the two clicks
             st.error(f"Not deleted: {blocker}.")
         else:
-            if pending[0] == "run":
-                s.delete_run(pending[1])
-            else:
-                s.delete_experiment(pending[1])
-            remove_run_files(s, [now.get(r["id"], r) for r in doomed])
+            perform(actions.delete_run if pending[0] == "run" else actions.delete_experiment, s, pending[1])
             st.session_state[FLASH] = f"Deleted {what}."
             st.rerun()
     if no.button("Cancel"):
