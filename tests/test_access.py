@@ -361,3 +361,13 @@ def test_pages_change_nothing_except_through_the_guarded_actions():
                     and not (isinstance(node.value, ast.Name) and node.value.id == "actions"):
                 findings.append(f"{path.name}:{node.lineno}: .{node.attr}")
     assert findings == []
+
+
+def test_run_processes_never_inherit_the_tokens(monkeypatch):
+    from alto.runner.supervisor import _child_env
+
+    monkeypatch.setenv("ALTO_TOKEN", "editor-secret")
+    monkeypatch.setenv("ALTO_VIEWER_TOKEN", "viewer-secret")
+    env = _child_env(gpu=None)
+    assert "ALTO_TOKEN" not in env and "ALTO_VIEWER_TOKEN" not in env
+    assert env["PYTHONUNBUFFERED"] == "1" and env["PATH"] == os.environ["PATH"]

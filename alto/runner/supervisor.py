@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from alto import paths
+from alto.access.tokens import EDITOR_ENV, VIEWER_ENV
 from alto.store import Store
 from alto.train.distributed import launch_argv
 
@@ -189,8 +190,10 @@ def _cuda_of(pid: int | None) -> str | None:
 
 def _child_env(gpu: str | None) -> dict[str, str]:
     """Environment of a run or job process: unbuffered output, one thread unless the config
-    says otherwise (runs set torch threads themselves), and its GPU when it has one."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    says otherwise (runs set torch threads themselves), its GPU when it has one, and none of the
+    dashboard's access tokens (a run has no use for them)."""
+    env = {k: v for k, v in os.environ.items() if k not in (EDITOR_ENV, VIEWER_ENV)}
+    env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
