@@ -107,6 +107,19 @@ def test_tracked_script_for_alto_and_lamb_over_two_seeds_reaches_compare(example
     assert {"alto"} <= {t.get("name") for t in traces}  # ALTO's own telemetry, over its seeds
 
 
+def test_the_compare_page_explains_that_tracked_runs_are_confirmed_by_your_script(examples, monkeypatch):
+    for optimizer, lr in (("alto", "0.01"), ("alto", "0.03"), ("lamb", "0.01")):
+        monkeypatch.setattr(sys, "argv", ["train.py", "--optimizer", optimizer, "--lr", lr, "--steps", "20"])
+        runpy.run_path(str(examples / "train.py"), run_name="__main__")
+    at = AppTest.from_file(str(COMPARE), default_timeout=60).run()
+    confirm = next(b for b in at.button if b.label.startswith("Confirm on"))
+    confirm.click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "run it again with fresh seeds" in at.error[0].value
+    assert len(Store(os.environ["ALTO_DB"]).list_runs()) == 3  # nothing queued
+
+
 @pytest.mark.slow
 def test_preset_with_user_factories_runs_through_alto_run_and_the_supervisor(examples, monkeypatch):
     db = os.environ["ALTO_DB"]

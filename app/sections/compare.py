@@ -131,9 +131,13 @@ if comparison is not None:
         st.write("The LRs were chosen on these seeds, so their numbers are optimistic (the winner's curse). "
                  "Confirm them on fresh seeds: the verdict then rests on those runs.")
         if st.button(f"Confirm on {confirm_seeds} fresh seeds", icon=":material/verified:"):
-            ids = queue_confirmation(s, experiment["id"], comparison.selection.lrs, int(confirm_seeds))
-            supervisor().tick()
-            st.success(f"Queued {len(ids)} confirmation runs; watch them on Live.")
+            try:
+                ids = queue_confirmation(s, experiment["id"], comparison.selection.lrs, int(confirm_seeds))
+            except ValueError as err:  # e.g. runs recorded by alto.track: only your script can re-run them
+                st.error(str(err))
+            else:
+                supervisor().tick()
+                st.success(f"Queued {len(ids)} confirmation runs; watch them on Live.")
     st.download_button("Download the verdict table (CSV)", views.verdict_table(comparison).to_csv(index=False),
                        file_name=f"experiment{experiment['id']}_verdicts.csv", mime="text/csv",
                        icon=":material/download:")
