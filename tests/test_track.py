@@ -233,6 +233,17 @@ def test_bad_logs_raise_value_error(db):
         run.log({"x": 1.0}, step=7)
 
 
+def test_under_torchrun_only_rank_zero_records(db, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    with alto.track("ddp", optimizer="alto", seed=0, lr=0.01) as run:
+        train(run, steps=3, eval_every=3)
+    assert run.id is None and not db.exists()
+    monkeypatch.setenv("RANK", "0")
+    with alto.track("ddp", optimizer="alto", seed=0, lr=0.01) as run:
+        train(run, steps=3, eval_every=3)
+    assert Store(db).get_run(run.id)["status"] == "finished"
+
+
 def test_targets_are_set_by_the_first_run_of_a_name(db):
     with alto.track("t", optimizer="sgd", seed=0, lr=0.1, targets={"metric": "val/acc", "thresholds": [0.5]}):
         pass

@@ -23,6 +23,7 @@ Ctrl-C -> cancelled; a killed process -> crashed (the supervisor's pid and heart
 non-finite train/loss found by a flush -> log() raises Diverged, and the block ends the run as
 diverged and swallows it. Runs of one name form one experiment. When the lab launched this
 process for a preset's command (ALTO_RUN_ID and ALTO_DB set), track() records into that run.
+Under torchrun only rank 0 records; on the other ranks the run's calls do nothing.
 """
 from __future__ import annotations
 
@@ -164,6 +165,12 @@ class Run:
     def __enter__(self) -> Run:
         if self._open or self.id is not None:
             raise RuntimeError("a tracked run records once: call alto.track(...) again for another run")
+        self._paused = None
+        rank = os.environ.get("RANK", "0")
+        self._other_rank = rank.isdigit() and int(rank) > 0
+        if self._other_rank:  # under torchrun rank 0 records; the others' calls do nothing
+            self._open = True
+            return self
         self.store = Store(self.db)
         self.id = self._attach() if self._launched is not None else self._create()
         self.store.update_run(self.id, pgid=os.getpgid(0))
@@ -173,7 +180,6 @@ class Run:
         position = (lambda step: {"samples": (step + 1) * self.batch_size}) if self.batch_size else (lambda step: {})
         self.telemetry = Telemetry(self.writer, self.clock, position=position, last_step=-1)
         self._step: int | None = None             # the step logged last
-        self._paused: tuple[str, float] | None = None
         self._divergence: str | None = None
         self._probes: StepProbes | None = None
         self._hooks: list = []
@@ -233,6 +239,8 @@ class Run:
         if not self._open:
             return False
         self._open = False
+        if self._other_rank:
+            return False
         for hook in self._hooks:
             hook.remove()
         if self._paused is not None:
@@ -265,16 +273,19 @@ class Run:
 
     # -- what a loop calls -------------------------------------------------------------------
 
-    def _check_open(self) -> None:
+    def _recording(self) -> bool:
+        """Whether calls record: not on the other ranks of a torchrun job."""
         if not self._open:
             raise RuntimeError("the run is not recording: use it inside `with alto.track(...) as run:`")
+        return not self._other_rank
 
     def watch(self, optimizer: torch.optim.Optimizer) -> None:
         """Record the optimizer's telemetry at every step (through step hooks): ALTO, Lamb, LION and
         E report their own (‖a‖, cos(g_t, g_t-1), trust ratios, ...); any other torch optimizer gets
         the gradient norm, and the update and parameter norms on detail steps. A framework's wrapper
         (accelerate's AcceleratedOptimizer) is looked through."""
-        self._check_open()
+        if not self._recording():
+            return
         inner = unwrap(optimizer)
         if not isinstance(inner, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -297,7 +308,8 @@ class Run:
         """Record `values` (numbers or one-element tensors) at `step` (default: the step after the
         last one). Tensors are detached and stay on their device until a flush; steps never go back.
         Raises Diverged once a flush has found a non-finite train/loss."""
-        self._check_open()
+        if not self._recording():
+            return
         if self._divergence is not None:
             raise Diverged(self._divergence)
         if step is None:
@@ -315,7 +327,8 @@ class Run:
     def pause(self, what: str = "eval") -> None:
         """Stop the training clock (waiting for the device first, so that queued training work is
         billed to training) until resume(); the time in between is `what`: eval, checkpoint or log."""
-        self._check_open()
+        if not self._recording():
+            return
         if what not in PAUSES:
             raise ValueError(f"what must be one of {', '.join(PAUSES)}, got {what!r}")
         if self._paused is not None:
