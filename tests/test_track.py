@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import alto
 from alto.optim import build
-from alto.runner import Supervisor, queue_experiment
+from alto.runner import Supervisor, process_alive, queue_experiment
 from alto.runner.queue import queue_confirmation
 from alto.store import Store
 from alto.train.presets import expand, parse_preset
@@ -269,11 +269,14 @@ def test_a_launched_process_records_into_its_queued_run(db, monkeypatch):
         alto.track("any", optimizer="alto", seed=0, lr=queued["lr"], db=db.parent / "other.db")
     assert store.get_run(queued["id"])["status"] == "queued"  # nothing claimed by a refused call
 
+    store.claim_run(queued["id"], pid=1)  # as `alto run` does, before it starts the command
+    store.update_run(queued["id"], started_at=0.0)  # long before this process started
     with alto.track("any name", optimizer="alto", seed=0, lr=queued["lr"], config={"k": 1}, total_steps=6) as run:
         train(run, steps=6, eval_every=3, lr=queued["lr"])
     assert run.id == queued["id"] and run.experiment_id == experiment_id
     row = store.get_run(run.id)
     assert row["status"] == "finished" and row["total_steps"] == 6 and row["pid"] == os.getpid()
+    assert process_alive(row["pid"], run.id, row["started_at"])  # the supervisor sees this process as the run's
     assert store.get_params(run.id)["config"] == {"k": 1}
     assert len(store.list_experiments()) == 1  # the preset's, not one named "any name"
     with pytest.raises(ValueError, match="already ended"):

@@ -229,7 +229,9 @@ class Run:
         self.experiment_id = run["experiment_id"]
         if run["status"] == "queued":
             self.store.claim_run(run_id, pid=os.getpid())
-        self.store.update_run(run_id, status="running", pid=os.getpid(), error=None,
+        # This process is the run's now: its pid, and a start no earlier than the process's own
+        # (the supervisor's liveness check; `alto run` claimed the run before starting it).
+        self.store.update_run(run_id, status="running", pid=os.getpid(), started_at=time.time(), error=None,
                               **({"total_steps": self.total_steps} if self.total_steps else {}))
         if self.config:
             self.store.set_params(run_id, {"config": self.config})
