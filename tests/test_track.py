@@ -95,6 +95,15 @@ def test_a_tracked_loop_is_recorded_like_a_lab_run(db):
     assert params["eval_s"] > 0 and params["wall_s"] >= params["train_s"] + params["eval_s"]
 
 
+def test_the_optimizer_reports_nothing_after_the_run(db):
+    model = torch.nn.Linear(4, 2)
+    opt = build("alto", model, lr=0.01)
+    with alto.track("after", optimizer="alto", seed=0, lr=0.01) as run:
+        run.watch(opt)
+        assert opt.collect_stats
+    assert not opt.collect_stats and not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
 def test_runs_of_one_name_share_one_experiment(db):
     ids = []
     for name, optimizer, seed in (("a", "alto", 0), ("a", "lamb", 0), ("a", "alto", 1), ("b", "alto", 0)):

@@ -245,6 +245,8 @@ class Run:
             return False
         for hook in self._hooks:
             hook.remove()
+        if self._probes is not None and self._probes.collects:  # the optimizer outlives the run
+            self._probes.optimizer.collect_stats = self._collected
         if self._paused is not None:
             self.resume()
         try:
@@ -298,7 +300,8 @@ class Run:
         params = [p for group in inner.param_groups for p in group["params"] if p.requires_grad]
         if not params:
             raise ValueError("optimizer has no parameters that require gradients")
-        self._probes = StepProbes(inner, params, enabled=True)
+        self._collected = getattr(inner, "collect_stats", False)
+        self._probes = StepProbes(inner, params, enabled=True)  # turns ALTO's, Lamb's statistics on
         self.telemetry.layer_names = self._probes.layer_names()
         self._hooks = [inner.register_step_pre_hook(self._before_step),
                        inner.register_step_post_hook(self._after_step)]
