@@ -111,9 +111,10 @@ def _train_here(store, runs: list[dict]) -> None:
         if not store.claim_run(run["id"], pid=os.getpid()):
             elsewhere.append(run)
             continue
+        config = run["config"]
         with _ProgressBar(run) as progress:
-            if run["config"].get("nproc_per_node", 1) * run["config"].get("nnodes", 1) > 1:
-                status = _run_under_torchrun(store, run, progress, flag)
+            if config.get("command") or config.get("nproc_per_node", 1) * config.get("nnodes", 1) > 1:
+                status = _run_in_process(store, run, progress, flag)
             else:
                 status = execute_run(store, run["id"], progress=progress, should_stop=flag)
             progress.bar.set_postfix_str(status)
@@ -179,25 +180,26 @@ def _follow(store, run_id: int, progress, stop) -> str:
     return run["status"]
 
 
-def _run_under_torchrun(store, run: dict, progress, stop) -> str:
-    """Start the run's torchrun group, follow its progress in the database, stop it on Ctrl-C."""
+def _run_in_process(store, run: dict, progress, stop) -> str:
+    """Start the run's own process (a torchrun group, or its preset's command), follow its progress
+    in the database, stop it on Ctrl-C."""
     import signal
     import subprocess
 
-    from alto.train.distributed import launch_argv
+    from alto.command import run_argv
 
-    argv = launch_argv(run["id"], str(store.path), run["config"], sys.executable)
-    proc = subprocess.Popen(argv, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    argv = run_argv(run["id"], str(store.path), run["config"], sys.executable)
+    proc = subprocess.Popen([*argv], start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     while proc.poll() is None:
         if stop():
             os.killpg(proc.pid, signal.SIGTERM)
         _show(store, run["id"], progress)
         time.sleep(0.5)
     status = store.get_run(run["id"])["status"]
-    if status in UNFINISHED:  # the group died before rank 0 could record it
-        store.update_run(run["id"], status="failed", finished_at=time.time(),
-                         error=f"torchrun exited with code {proc.returncode} before the run recorded a result")
-        status = "failed"
+    if status in UNFINISHED:  # the process died before it could record the run's end
+        status = "cancelled" if stop() else "failed"
+        store.update_run(run["id"], status=status, finished_at=time.time(),
+                         error=f"the run process exited with code {proc.returncode} before recording a result")
     return status
 
 

@@ -237,6 +237,26 @@ def test_experiments_runs_params_tags_artifacts(store):
     assert store.artifacts(experiment_id=e2) == []
 
 
+def test_experiment_named_finds_or_makes_one_even_when_callers_race(store):
+    other = store.create_experiment("job", preset="demo")  # same name, made by something else
+    got: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def find():
+        barrier.wait()
+        got.append(store.experiment_named("job", preset="alto.track", config={"source": "alto.track"}))
+
+    threads = [threading.Thread(target=find) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 1 and got[0] != other
+    assert store.get_experiment(got[0])["config"] == {"source": "alto.track"}
+    assert store.experiment_named("job", preset="alto.track") == got[0]
+    assert store.experiment_named("job2", preset="alto.track") not in (got[0], other)
+
+
 def test_update_run_validates_fields_and_status(store):
     run = new_run(store)
     store.update_run(run, status="finished", finished_at=5.0, error=None, config={"b": 2})

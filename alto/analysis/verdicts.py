@@ -229,9 +229,11 @@ def primary_target(experiment: dict) -> tuple[str, str, list[float]]:
 
 
 def workload_name(runs: Sequence[dict]) -> str:
-    """What the runs trained, as the verdict sentence names it: "digits (mlp)"."""
-    pairs = sorted({(r["config"].get("dataset", "?"), r["config"].get("model", "?")) for r in runs})
-    return ", ".join(f"{d} ({m})" for d, m in pairs) or "this experiment"
+    """What the runs trained, as the verdict sentence names it: "digits (mlp)", or the workload
+    a run names itself (a preset's command, alto.track)."""
+    names = sorted({r["config"].get("workload") or f"{r['config'].get('dataset', '?')} ({r['config'].get('model', '?')})"
+                    for r in runs})
+    return ", ".join(names) or "this experiment"
 
 
 def _budget(arms: dict[str, list[Outcome]]) -> tuple[str | None, str | None]:

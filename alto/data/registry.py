@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from alto.user_code import is_import_path
+
 from .cifar import LAYOUTS, load_cifar
 from .digits import load_digits_arrays
 from .image import make_image_data
 from .mnist import load_mnist_like
 from .text import STDLIB_CHARS, file_text, make_text_data, stdlib_text
 from .types import ImageData, TextData
+from .user import load_user_dataset
 
 TEXT_FILE_PREFIX = "text-file:"
 _IMAGE = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
@@ -17,7 +20,8 @@ _TEXT = ("stdlib-chars",)
 
 
 def dataset_names() -> list[str]:
-    """Registered names; any 'text-file:PATH' is accepted as well."""
+    """Registered names; any 'text-file:PATH' is accepted as well, and in a preset a factory of
+    its own, 'package.module:factory' (see alto.data.user)."""
     return sorted(_IMAGE + _TEXT)
 
 
@@ -34,7 +38,8 @@ def load_dataset(name: str, *, root: str | Path | None = None, download: bool = 
 
     Image sets: val is a stratified `val_fraction` of the official training data chosen by
     `seed`; `limit` caps the training samples. Text sets: fixed contiguous 90/5/5 split;
-    `limit` caps the corpus in characters (stdlib-chars defaults to 4M).
+    `limit` caps the corpus in characters (stdlib-chars defaults to 4M). A user's factory
+    ("package.module:factory", alto.data.user) is split like an image set.
     """
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 0.5:
         raise ValueError(f"val_fraction must be in [0, 0.5), got {val_fraction!r}")
@@ -42,6 +47,8 @@ def load_dataset(name: str, *, root: str | Path | None = None, download: bool = 
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     root = Path(root).expanduser() if root is not None else default_root()
 
+    if is_import_path(name):
+        return load_user_dataset(name, val_fraction=val_fraction, seed=seed, limit=limit)
     if name.startswith(TEXT_FILE_PREFIX):
         path = name[len(TEXT_FILE_PREFIX):]
         if not path:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from alto.user_code import call_factory, is_import_path
+
 from .gpt import GPT
 from .mlp import MLP, SmallCNN
 from .resnet import resnet18, resnet20
@@ -51,6 +53,7 @@ _FIXED_ARGS = {"input_shape", "num_classes", "vocab_size", "block_size"}
 
 
 def model_names() -> list[str]:
+    """The registered names; a preset may also name a factory of its own (see build_model)."""
     return list(_MODELS)
 
 
@@ -71,7 +74,11 @@ def build_model(name: str, *, input_shape: tuple[int, ...] | None = None,
 
     Image models need input_shape (per sample, e.g. (3, 32, 32)) and num_classes;
     gpt-tiny needs vocab_size (and block_size). Extra kwargs go to the model (e.g. hidden=...).
+    `name` may be a user's factory, "package.module:factory", called as
+    factory(input_shape, num_classes, **kwargs) and returning a torch.nn.Module.
     """
+    if is_import_path(name):
+        return _user_model(name, input_shape, num_classes, kwargs)
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(_MODELS)}")
     builder, kind = _MODELS[name]
@@ -97,3 +104,13 @@ def build_model(name: str, *, input_shape: tuple[int, ...] | None = None,
         _positive("input_shape entries", d)
     _positive("num_classes", num_classes)
     return builder(input_shape, num_classes, **kwargs)
+
+
+def _user_model(path: str, input_shape: tuple[int, ...] | None, num_classes: int | None, kwargs: dict) -> nn.Module:
+    if input_shape is None or num_classes is None:
+        raise ValueError(f"model = {path!r}: a model factory takes (input_shape, num_classes); "
+                         "text datasets need the lab's gpt-tiny")
+    model = call_factory(path, "model", tuple(input_shape), num_classes, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model = {path!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model

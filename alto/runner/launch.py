@@ -7,6 +7,7 @@ import time
 
 from alto.train.config import RunConfig
 from alto.train.presets import Preset, expand, parse_preset
+from alto.user_code import is_import_path
 
 # Approximate training-split sizes (after the 10% validation hold-out) for run-count estimates.
 TRAIN_SIZES = {"digits": 1293, "mnist": 54000, "fashion-mnist": 54000, "cifar10": 45000, "cifar100": 45000}
@@ -28,16 +29,31 @@ def parse_lr_list(text: str, optimizer: str) -> list[float]:
     return values
 
 
+def _no_code(settings: dict) -> None:
+    """Settings typed in the browser never name code to run: imports and commands come only from
+    preset files (importing or starting them runs code)."""
+    for field in ("command", "workdir"):
+        if field in settings:
+            raise ValueError(f"{field}: a command comes only from a preset file")
+    for field in ("model", "dataset"):
+        if is_import_path(settings.get(field)):
+            raise ValueError(f"{field}: the Launch page takes registered names only; "
+                             "your own factory belongs in a preset file")
+
+
 def plan_runs(preset: Preset, *, optimizers: list[str], seeds: int, lr_grid: dict[str, list[float]],
               overrides: dict) -> list[RunConfig]:
     """Every run of the comparison, validated (ValueError names the offending field)."""
     if not optimizers:
         raise ValueError("optimizers: pick at least one optimizer")
+    _no_code(overrides)
     return expand(preset, optimizers=optimizers, seeds=seeds,
                   lr_grid={k: v for k, v in lr_grid.items() if v and k in optimizers}, overrides=overrides)
 
 
 def custom_preset(run: dict, optimizer_settings: dict[str, dict], *, title: str = "Custom comparison") -> Preset:
+    """The comparison built on the Launch page, from registered names only."""
+    _no_code(run)
     return parse_preset({"name": "custom", "title": title, "source": "ours", "description": "built on the Launch page",
                          "optimizers": list(optimizer_settings) or ["alto"], "run": run,
                          "optimizer": {k: v for k, v in optimizer_settings.items() if v}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 from alto.store import CONFIRM_TAG, Store
 from alto.train.config import RunConfig
 from alto.train.presets import Preset, run_name
+from alto.train.tracking import TRACK_PRESET
 
 
 def queue_experiment(store: Store, preset: Preset, configs: list[RunConfig], *, name: str | None = None,
@@ -41,6 +42,9 @@ def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], 
         template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)), None)
         if template is None:
             raise ValueError(f"lrs: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
+        if TRACK_PRESET in template["tags"]:
+            raise ValueError(f"lrs: the {optimizer} runs of experiment {experiment_id} were recorded by alto.track "
+                             "from your own script; run it again with fresh seeds to confirm")
         for seed in range(first_fresh, first_fresh + seeds):
             config = RunConfig.from_dict({**template["config"], "seed": seed})
             ids.append(store.add_run(experiment_id, name=run_name(config, sweep_keys) + " (confirm)",

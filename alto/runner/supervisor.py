@@ -1,7 +1,8 @@
 """The supervisor: queued runs and jobs into OS processes, and the processes' fate back into statuses.
 
 One per database (an flock on `<db>.supervisor.lock` elects it). Each run is its own session
-(`python -m alto.train RUN_ID --db PATH`), so it outlives the app or worker that started it; a
+(`python -m alto.train RUN_ID --db PATH`, or `python -m alto.command ...`, which becomes the run's
+own command from its preset), so it outlives the app or worker that started it; a
 later supervisor adopts such runs by pid. The run process records its own normal endings
 (finished, failed, diverged, cancelled); the supervisor records what a dead process cannot:
 `crashed`, `failed` before the run could record it, and `stalled` while the heartbeat is late.
@@ -30,8 +31,8 @@ from typing import BinaryIO, Protocol
 
 from alto import paths
 from alto.access.tokens import EDITOR_ENV, VIEWER_ENV
+from alto.command import run_argv
 from alto.store import Store
-from alto.train.distributed import launch_argv
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _job_argv(job: dict, db_path: str, python: str) -> list[str]:
 
 RUN = Kind(
     noun="run", unfinished=("running", "stalled"), heartbeat=True,
-    argv=lambda run, db_path, python: launch_argv(run["id"], db_path, run.get("config") or {}, python),
+    argv=lambda run, db_path, python: run_argv(run["id"], db_path, run.get("config") or {}, python),
     module=lambda run: "alto.train",
     whole_machine=lambda run: int((run.get("config") or {}).get("nproc_per_node") or 1) > 1,
     get=Store.get_run, select=Store.list_runs, claim_next=Store.claim_next_queued,

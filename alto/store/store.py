@@ -180,6 +180,19 @@ class Store:
             )
             return cur.lastrowid
 
+    def experiment_named(self, name: str, *, preset: str, config: dict | None = None) -> int:
+        """The newest experiment called `name` that `preset` made, else a new one with `config`;
+        in one transaction, so processes that start together share one experiment."""
+        with self._write() as conn:
+            row = conn.execute("SELECT id FROM experiments WHERE name = ? AND preset = ? ORDER BY id DESC LIMIT 1",
+                               (name, preset)).fetchone()
+            if row is not None:
+                return row[0]
+            return conn.execute(
+                "INSERT INTO experiments (name, preset, created_at, config, notes) VALUES (?, ?, ?, ?, '')",
+                (name, preset, time.time(), _dumps(config or {})),
+            ).lastrowid
+
     def _experiments(self, where: str = "", params: tuple = ()) -> list[dict]:
         exps = self._all(f"SELECT * FROM experiments {where} ORDER BY created_at DESC, id DESC",
                          params)

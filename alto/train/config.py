@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from alto.command import check_command
 from alto.data import dataset_names
 from alto.models import model_names
 from alto.optim import optimizer_names, validate
+from alto.user_code import is_import_path
 
 SCHEDULES = ("constant", "step", "multistep", "cosine")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -59,8 +61,8 @@ def _choice(name: str, value: Any, allowed) -> None:
 class RunConfig:
     """One run: data, model, optimizer and its hyper-parameters, schedule, budget, device."""
 
-    dataset: str = "digits"
-    model: str = "mlp"
+    dataset: str = "digits"              # a registered name, text-file:PATH, or "package.module:factory"
+    model: str = "mlp"                   # a registered name or "package.module:factory"
     optimizer: str = "alto"
     lr: float | None = None              # base LR before scaling; None = the optimizer's default
     hparams: dict = field(default_factory=dict)   # other overrides for alto.optim.build
@@ -91,11 +93,16 @@ class RunConfig:
     nproc_per_node: int = 1              # > 1: torchrun data-parallel processes on each node
     nnodes: int = 1                      # > 1: multi-node; the others join at rdzv_endpoint
     rdzv_endpoint: str | None = None     # HOST:PORT of the rendezvous (multi-node only)
+    command: list | None = None          # the user's own program instead of the lab's loop (alto.command)
+    workdir: str | None = None           # the folder `command` runs in: the preset file's own
+    workload: str | None = None          # what verdicts call the job; default "dataset (model)"
 
     def __post_init__(self) -> None:
-        _choice("dataset", self.dataset if not str(self.dataset).startswith("text-file:") else "text-file",
-                [*dataset_names(), "text-file"])
-        _choice("model", self.model, model_names())
+        if not is_import_path(self.dataset):
+            _choice("dataset", self.dataset if not str(self.dataset).startswith("text-file:") else "text-file",
+                    [*dataset_names(), "text-file", "package.module:factory"])
+        if not is_import_path(self.model):
+            _choice("model", self.model, [*model_names(), "package.module:factory"])
         _choice("optimizer", self.optimizer, optimizer_names())
         _float("lr", self.lr, 0.0, lo_open=True, allow_none=True)
         if not isinstance(self.hparams, dict):
@@ -147,6 +154,14 @@ class RunConfig:
                 _fail(name, "true or false", getattr(self, name))
         if not isinstance(self.model_kwargs, dict):
             _fail("model_kwargs", "a dict", self.model_kwargs)
+        if self.command is not None:
+            self.command = check_command(self.command)
+            if world > 1:
+                raise ValueError("nproc_per_node and nnodes must be 1 with a command: it starts its own processes")
+        for name in ("workdir", "workload"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                _fail(name, "a non-empty string or None", value)
         # the optimizer's own checks (unknown keys, betas, the alpha bound) with this batch size
         self.optimizer_hparams()
 

@@ -29,12 +29,10 @@ from .config import RunConfig
 from .device import peak_memory_mb, resolve_device
 from .distributed import Dist
 from .schedule import lr_at, scaled_lr
-from .telemetry import StepClock, StepProbes, Telemetry, to_host
+from .telemetry import StepClock, StepProbes, Telemetry, detail_every, to_host
 
 TEXT_BATCH_DEFAULT = 64  # sequences per step when a text run gives no batch size
 SPLIT_SEED = 0           # every run of every seed sees the same train/val partition
-DETAIL_PER_RUN = 200     # detail telemetry (per-layer ratios, curvature) about this often a run...
-DETAIL_MIN_EVERY = 10    # ...and never more often than every 10th step
 
 
 @dataclass
@@ -76,7 +74,7 @@ class Plan:
         self.samples_per_epoch = samples_per_epoch
         self.peak_lr = scaled_lr(config.base_lr, self.batch, config.base_batch, config.lr_scaling)
         self.eval_every = config.eval_every or max(1, self.total_steps // 20)
-        self.detail_every = max(DETAIL_MIN_EVERY, self.total_steps // DETAIL_PER_RUN)
+        self.detail_every = detail_every(self.total_steps)
 
     def position(self, step: int) -> dict[str, float]:
         """The x axes of the step that has just run (PROTOCOL: after step k, k + 1 steps)."""

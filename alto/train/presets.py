@@ -7,6 +7,11 @@
     [lr_grid]           NAME = [lr, ...]: one run per LR (and seed)
     [sweep]             one RunConfig field = [values]: one run per value (e.g. batch_size)
     [targets]           metric = "val/acc", mode = "max", thresholds = [...]
+    command = [...]     your own training program instead of the lab's loop, once per run: an argv
+                        list with {optimizer}, {lr}, {seed}, run in this file's folder (alto.command)
+
+[run] may name your own code as well: model = "package.module:factory" and
+dataset = "package.module:factory" (alto.user_code), imported when a run starts.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ else:  # pragma: no cover
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "runs" / "presets"
 TOP_KEYS = {"name", "title", "source", "description", "optimizers", "seeds", "run", "optimizer",
-            "lr_grid", "sweep", "targets"}
+            "lr_grid", "sweep", "targets", "command"}
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Preset:
     lr_grid: dict[str, list[float]] = field(default_factory=dict)
     sweep: dict[str, list] = field(default_factory=dict)
     targets: dict = field(default_factory=dict)
+    command: list[str] | None = None   # argv template, see alto.command
+    folder: str | None = None          # the preset file's folder: where `command` runs
 
 
 def preset_names(directory: Path = PRESET_DIR) -> list[str]:
@@ -57,10 +64,10 @@ def load_preset(name_or_path: str | Path, directory: Path = PRESET_DIR) -> Prese
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
         raise ValueError(f"preset {path}: cannot read it as TOML: {err}") from None
-    return parse_preset(data, default_name=path.stem)
+    return parse_preset(data, default_name=path.stem, folder=str(path.resolve().parent))
 
 
-def parse_preset(data: dict, default_name: str = "custom") -> Preset:
+def parse_preset(data: dict, default_name: str = "custom", folder: str | None = None) -> Preset:
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise ValueError(f"preset: unknown key {unknown[0]!r}; allowed: {sorted(TOP_KEYS)}")
@@ -78,13 +85,17 @@ def parse_preset(data: dict, default_name: str = "custom") -> Preset:
             raise ValueError(f"preset: optimizer.{name} must be a table of settings")
     if not isinstance(data.get("run", {}).get("hparams", {}), dict):
         raise ValueError("preset: run.hparams must be a table of optimizer hyper-parameters")
+    for key in ("command", "workdir"):
+        if key in data.get("run", {}):
+            raise ValueError(f"preset: run.{key}: give command at the top of the preset; it runs in the "
+                             "preset file's folder")
     preset = Preset(
         name=data.get("name", default_name), title=data.get("title", data.get("name", default_name)),
         source=data.get("source", "ours"), description=" ".join(data.get("description", "").split()),
         optimizers=list(data.get("optimizers", ["alto", "lamb", "sgd", "lion"])),
         seeds=data.get("seeds", 1), run=dict(data.get("run", {})), optimizer=dict(data.get("optimizer", {})),
         lr_grid=dict(data.get("lr_grid", {})), sweep=dict(data.get("sweep", {})),
-        targets=dict(data.get("targets", {})))
+        targets=dict(data.get("targets", {})), command=data.get("command"), folder=folder)
     expand(preset)  # validates every run it describes
     return preset
 
@@ -112,6 +123,9 @@ def expand(preset: Preset, *, optimizers: list[str] | None = None, seeds: int | 
     for key in sweep_keys:
         if not isinstance(preset.sweep[key], list) or not preset.sweep[key]:
             raise ValueError(f"sweep.{key} must be a non-empty list")
+    own = {}  # what a preset's own command adds to every run
+    if preset.command is not None:
+        own = {"command": preset.command, "workdir": preset.folder, "workload": preset.name}
     configs = []
     for opt in names:
         settings = dict(preset.optimizer.get(opt, {}))
@@ -121,7 +135,7 @@ def expand(preset: Preset, *, optimizers: list[str] | None = None, seeds: int | 
         for lr in grid.get(opt, [base_lr]):
             for values in itertools.product(*(preset.sweep[k] for k in sweep_keys)):
                 for seed in range(seeds):
-                    fields = {**preset.run, **(overrides or {}), **dict(zip(sweep_keys, values))}
+                    fields = {**own, **preset.run, **(overrides or {}), **dict(zip(sweep_keys, values))}
                     fields.update(optimizer=opt, lr=lr, seed=seed,
                                   hparams={**fields.get("hparams", {}), **settings})
                     try:

@@ -37,6 +37,12 @@ class StopFlag:
         return self.stop
 
 
+def error_text(err: BaseException) -> str:
+    """An error as a failed run records it: its type and message, then its traceback's last lines."""
+    tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
+    return f"{type(err).__name__}: {err}\n\n{tail}"[-4000:]
+
+
 def remove_run_files(store: Store, runs: list[dict]) -> None:
     """Delete what deleted runs left on disk: their checkpoints and their log files."""
     for run in runs:
@@ -56,6 +62,9 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, d
                      pid=os.getpid(), pgid=os.getpgid(0), error=None)
     try:
         config = RunConfig.from_dict(run["config"])
+        if config.command:
+            raise ValueError(f"run {run_id} runs its preset's command, not the lab's loop: "
+                             f"start it with python -m alto.command {run_id} --db PATH")
         ckpt = checkpoint_dir(store.path, run_id) if (config.checkpoint_every or config.save_final) else None
 
         def on_start(info: dict) -> None:
@@ -67,9 +76,7 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, d
             result = train(config, writer=writer, checkpoint_dir=ckpt, progress=progress,
                            should_stop=should_stop, on_start=on_start, dist_ctx=dist_ctx)
     except BaseException as err:  # noqa: BLE001 - every failure must be recorded, then re-raised
-        tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
-        store.update_run(run_id, status="failed", finished_at=time.time(),
-                         error=f"{type(err).__name__}: {err}\n\n{tail}"[-4000:])
+        store.update_run(run_id, status="failed", finished_at=time.time(), error=error_text(err))
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         return "failed"

@@ -5,7 +5,8 @@ The clock times exactly what training costs (README, "Honesty rules"): the data,
 backward segment and the optimizer segment of every step. Telemetry work between the two (the
 curvature probe, gradient norms) and everything between steps (flushes, evaluation,
 checkpoints) is timed apart. On a GPU the clock reads CUDA events, and a flush is the only
-moment the host waits for the device.
+moment the host waits for the device. The engine's loop drives a StepClock; a loop the lab does
+not own (alto.track) drives a LoopClock from its log() calls, optimizer hooks and pauses.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ from alto.optim._lamb_math import applies_trust_ratio
 FLUSH_EVERY_S = 0.5          # copy telemetry to the host and the store this often...
 FLUSH_EVERY_STEPS = 200      # ...or after this many steps, whichever comes first
 DIST_FLUSH_EVERY_STEPS = 20  # under torchrun every rank flushes (and checks for a stop) at the same steps
+DETAIL_PER_RUN = 200         # detail telemetry (per-layer ratios, curvature) about this often a run...
+DETAIL_MIN_EVERY = 10        # ...and never more often than every 10th step
+
+
+def detail_every(total_steps: int | None) -> int:
+    """Optimizer steps between detail steps (unknown length: every DETAIL_MIN_EVERY-th)."""
+    return max(DETAIL_MIN_EVERY, (total_steps or 0) // DETAIL_PER_RUN)
 
 
 @runtime_checkable
@@ -81,6 +89,55 @@ class StepClock:
         return out
 
 
+class LoopClock:
+    """The training clock of a loop the lab does not drive (alto.track). It runs from the first
+    switch to TRAIN on and is read per logged step: lap() closes the time since the previous lap.
+    In between, switch() moves it to OPTIM (an optimizer step: training time, also counted as
+    optimizer time), PROBE (the telemetry's own work, timed apart) or OFF (evaluation, flushes,
+    checkpoints: not counted; their host time is measured by whoever pauses).
+
+    Marks are perf_counter values on the CPU and CUDA events on a GPU, read at a flush.
+    """
+
+    TRAIN, OPTIM, PROBE, OFF = "train", "optim", "probe", "off"
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.pending: list[list[tuple[str, object]]] = []  # closed laps: (state, mark) ..., ("end", mark)
+        self._lap: list[tuple[str, object]] = []           # the open lap; starts at the last lap's end
+        self._spare: list = []
+
+    _mark = StepClock._mark  # the same marks: perf_counter values or recycled CUDA events
+
+    @property
+    def state(self) -> str:
+        return self._lap[-1][0] if self._lap else self.OFF
+
+    def switch(self, state: str) -> None:
+        if state != self.state:
+            self._lap.append((state, self._mark()))
+
+    def lap(self) -> None:
+        end = self._mark()
+        self.pending.append([*self._lap, ("end", end)])
+        self._lap = [(self.state, end)]
+
+    def resolve(self) -> list[tuple[float, float, float]]:
+        """(train ms, optimizer ms, telemetry ms) of every closed lap, oldest first."""
+        if self.cuda and self.pending:
+            self.pending[-1][-1][1].synchronize()  # normally done already: the flush's copy waited
+        out = []
+        for marks in self.pending:
+            spent = {self.TRAIN: 0.0, self.OPTIM: 0.0, self.PROBE: 0.0, self.OFF: 0.0}
+            for (state, start), (_, stop) in zip(marks, marks[1:]):
+                spent[state] += start.elapsed_time(stop) if self.cuda else (stop - start) * 1e3
+            if self.cuda:  # every mark but the end, which opens the next lap
+                self._spare += [mark for _, mark in marks[:-1]]
+            out.append((spent[self.TRAIN] + spent[self.OPTIM], spent[self.OPTIM], spent[self.PROBE]))
+        self.pending.clear()
+        return out
+
+
 def gather_by_device(values: list[Tensor]) -> list[tuple[list[int], Tensor]]:
     """The values flattened into one float32 tensor per device they live on (with the indices
     of the values it holds): what to_host copies out, one copy per device."""
@@ -105,11 +162,12 @@ class Telemetry:
     """Per-step values, device tensors kept on the device until a flush copies them out in one
     batch, adds the step times from the clock and writes everything to the store."""
 
-    def __init__(self, writer, clock: StepClock, *, layer_names: list[str] = (),
+    def __init__(self, writer, clock: StepClock | LoopClock, *, layer_names: list[str] = (),
                  position: Callable[[int], dict[str, float]] = lambda step: {},
-                 count_steps: bool = False, train_s: float = 0.0):
+                 count_steps: bool = False, train_s: float = 0.0, last_step: int | None = None):
         self.writer, self.clock, self.layer_names, self.position = writer, clock, list(layer_names), position
         self.count_steps = count_steps
+        self.last_step = last_step  # the step before the first one added; None: each entry is one step
         self.pending: list[tuple[int, dict[str, Tensor], dict[str, float]]] = []
         self.last_flush = time.monotonic()
         self.latest: dict[str, float] = {}
@@ -118,7 +176,12 @@ class Telemetry:
         self.host_extra: dict[str, float] = {}  # measured outside the steps, logged with the next step
 
     def add(self, step: int, device_values: dict[str, Tensor], host_values: dict[str, float]) -> None:
-        self.pending.append((step, device_values, {**host_values, **self.host_extra}))
+        """The values of step `step`; more values of the step added last join its entry."""
+        if self.pending and self.pending[-1][0] == step:
+            self.pending[-1][1].update(device_values)
+            self.pending[-1][2].update(host_values)
+            return
+        self.pending.append((step, dict(device_values), {**host_values, **self.host_extra}))
         self.host_extra = {}
 
     def due(self) -> bool:
@@ -155,7 +218,11 @@ class Telemetry:
             for (step, _, _), row, (train_ms, optim_ms, telemetry_ms) in zip(self.pending, rows, times):
                 self.train_s += train_ms / 1e3
                 self.apart_s["telemetry_s"] += telemetry_ms / 1e3
-                row.update({"time/step_ms": train_ms, "time/optim_ms": optim_ms, "time/telemetry_ms": telemetry_ms})
+                steps = 1  # steps this entry's times cover: a tracked loop may log every few steps
+                if self.last_step is not None:
+                    steps, self.last_step = max(1, step - self.last_step), step
+                row.update({"time/step_ms": train_ms / steps, "time/optim_ms": optim_ms / steps,
+                            "time/telemetry_ms": telemetry_ms / steps})
                 if not math.isfinite(row.get("train/loss", 0.0)):
                     finite = False
                 self.latest.update(row)
@@ -178,6 +245,15 @@ class Telemetry:
             self.writer.flush()
 
 
+def _global_norm(tensors: list[Tensor]) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def _grads(params: list[Tensor]) -> list[Tensor]:
+    """The gradients, zeros for a parameter that got none this step (in a user's model)."""
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
 class CurvatureProbe:
     """<d theta, d g> / |d theta|^2 along one optimizer step, the sign of the paper's
     "acceleration": snapshot (theta_t, g_t) before a detail step, measure after the next backward.
@@ -188,13 +264,13 @@ class CurvatureProbe:
         self.snapshot: tuple[list[Tensor], list[Tensor]] | None = None
 
     def take(self) -> None:
-        self.snapshot = ([p.detach().clone() for p in self.params], [p.grad.clone() for p in self.params])
+        self.snapshot = ([p.detach().clone() for p in self.params], [g.clone() for g in _grads(self.params)])
 
     def measure(self) -> Tensor | None:
         if self.snapshot is None:
             return None
         d_theta = torch._foreach_sub([p.detach() for p in self.params], self.snapshot[0])
-        d_grad = torch._foreach_sub([p.grad for p in self.params], self.snapshot[1])
+        d_grad = torch._foreach_sub(_grads(self.params), self.snapshot[1])
         self.snapshot = None
         dot = torch.stack([torch.vdot(a.reshape(-1), b.reshape(-1)) for a, b in zip(d_theta, d_grad)]).sum()
         return dot / torch.stack(torch._foreach_norm(d_theta)).square().sum()
@@ -204,7 +280,8 @@ class StepProbes:
     """The telemetry a step adds around its optimizer step. Before it, while the gradients are
     intact (ALTO and Lamb use their buffers as scratch): the curvature along the previous step
     and, for optimizers that report nothing themselves, the gradient norm. After it: the
-    optimizer's own statistics, with the per-layer trust ratios on detail steps only."""
+    optimizer's own statistics, with the per-layer trust ratios on detail steps only; for the
+    others, on detail steps, the update and parameter norms (from the curvature's snapshot)."""
 
     def __init__(self, optimizer, params: list[Tensor], enabled: bool):
         self.optimizer, self.params, self.enabled = optimizer, params, enabled
@@ -221,15 +298,21 @@ class StepProbes:
         if bend is not None:
             values["step_curvature"] = bend
         if not self.collects:
-            values["grad_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
-                [p.grad for p in self.params])))
+            values["grad_norm"] = _global_norm(_grads(self.params))
         if detail and not last:
             self.curvature.take()
         return values
 
     def after_step(self, detail: bool) -> dict[str, Tensor]:
-        if not (self.enabled and self.collects):
+        if not self.enabled:
             return {}
+        if not self.collects:
+            before = self.curvature.snapshot
+            if not detail or before is None:
+                return {}
+            params = [p.detach() for p in self.params]
+            return {"update_norm": _global_norm(torch._foreach_sub(params, before[0])),
+                    "param_norm": _global_norm(params)}
         stats = dict(self.optimizer.stats)
         ratios = stats.pop("trust_ratios", None)
         if detail and ratios is not None:

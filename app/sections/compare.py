@@ -132,10 +132,14 @@ if comparison is not None:
                  "Confirm them on fresh seeds: the verdict then rests on those runs.")
         if st.button(f"Confirm on {confirm_seeds} fresh seeds", icon=":material/verified:", disabled=not can_edit(),
                      help=None if can_edit() else READ_ONLY):
-            ids = perform(actions.queue_confirmation, s, experiment["id"], comparison.selection.lrs,
-                          int(confirm_seeds))
-            supervisor().tick()
-            st.success(f"Queued {len(ids)} confirmation runs; watch them on Live.")
+            try:
+                ids = perform(actions.queue_confirmation, s, experiment["id"], comparison.selection.lrs,
+                              int(confirm_seeds))
+            except ValueError as err:  # e.g. runs recorded by alto.track: only your script can re-run them
+                st.error(str(err))
+            else:
+                supervisor().tick()
+                st.success(f"Queued {len(ids)} confirmation runs; watch them on Live.")
     st.download_button("Download the verdict table (CSV)", views.verdict_table(comparison).to_csv(index=False),
                        file_name=f"experiment{experiment['id']}_verdicts.csv", mime="text/csv",
                        icon=":material/download:")
