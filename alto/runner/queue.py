@@ -1,7 +1,9 @@
 """Turn a comparison (preset + choices) into one experiment row and its queued run rows."""
 from __future__ import annotations
 
-from alto.store import CONFIRM_TAG, Store
+from alto.analysis.budget import BudgetPlan, plan_budget, record_plan
+from alto.analysis.measured import measure
+from alto.store import BUDGET_TAG, CONFIRM_TAG, Store
 from alto.train.config import RunConfig
 from alto.train.presets import Preset, run_name
 
@@ -28,22 +30,72 @@ def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], 
     """Queue each optimizer at its chosen LR on `seeds` seeds the experiment has not used yet,
     tagged CONFIRM_TAG; returns the new run ids. The numbers of the seeds that chose an LR are
     optimistic (the winner's curse); these fresh runs are what a confirmed verdict rests on."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
-        raise ValueError(f"seeds must be an integer from 1 to 100, got {seeds!r}")
-    runs = store.list_runs(experiment_id=experiment_id)
+    _check_seeds(seeds)
     if not lrs:
         raise ValueError(f"experiment {experiment_id} has no chosen learning rates to confirm")
-    first_fresh = max((r["seed"] for r in runs), default=-1) + 1
-    experiment = store.get_experiment(experiment_id)
-    sweep_keys = sorted((experiment.get("config") or {}).get("sweep") or {})
+    first = _first_fresh_seed(store, experiment_id)
+    return [rid for optimizer, lr in sorted(lrs.items())
+            for rid in _queue_fresh(store, experiment_id, optimizer, lr, range(first, first + seeds),
+                                    tag=CONFIRM_TAG, suffix="confirm")]
+
+
+def queue_at_budget(store: Store, experiment_id: int, optimizer: str, lr: float, seeds: int, *,
+                    max_steps: int) -> list[int]:
+    """Queue `optimizer` at `lr` on `seeds` fresh seeds with its run shortened to `max_steps`,
+    tagged BUDGET_TAG; returns the new run ids. The LR schedule sees the shorter run (its decay
+    points are fractions of the run) and a warmup keeps its share of it."""
+    _check_seeds(seeds)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+
+    def shorten(config: dict, planned: int | None) -> dict:
+        warmup = config.get("warmup_steps") or 0
+        if warmup and planned:
+            warmup = min(max_steps - 1, round(warmup * max_steps / planned))
+        return {**config, "max_steps": max_steps, "warmup_steps": warmup}
+
+    first = _first_fresh_seed(store, experiment_id)
+    return _queue_fresh(store, experiment_id, optimizer, lr, range(first, first + seeds), tag=BUDGET_TAG,
+                        suffix=f"{max_steps} steps", change=shorten)
+
+
+def queue_budget_confirmation(store: Store, experiment_id: int, seeds: int, *, candidate: str | None = None,
+                              baseline: str | None = None, metric: str | None = None,
+                              threshold: float | None = None) -> tuple[BudgetPlan, list[int]]:
+    """Confirm at budget: queue the candidate (defaults as for `measure`) on `seeds` fresh seeds
+    with its run shortened to the baseline's steps / the measured steps-to-target ratio, and
+    record the plan beside them (`alto.analysis.budget`); returns the plan and the new run ids."""
+    plan = plan_budget(measure(store, experiment_id, candidate=candidate, baseline=baseline, metric=metric,
+                               threshold=threshold))
+    ids = queue_at_budget(store, experiment_id, plan.candidate, plan.lr, seeds, max_steps=plan.budget_steps)
+    record_plan(store, experiment_id, plan, ids)
+    return plan, ids
+
+
+def _check_seeds(seeds: int) -> None:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise ValueError(f"seeds must be an integer from 1 to 100, got {seeds!r}")
+
+
+def _first_fresh_seed(store: Store, experiment_id: int) -> int:
+    return max((r["seed"] for r in store.list_runs(experiment_id=experiment_id)), default=-1) + 1
+
+
+def _queue_fresh(store: Store, experiment_id: int, optimizer: str, lr: float, seeds: range, *, tag: str,
+                 suffix: str, change=None) -> list[int]:
+    """Copies of the experiment's first full-length run of `optimizer` at `lr` on `seeds`, tagged
+    `tag`; `change(config, planned steps of the copied run)` edits each copy's config."""
+    runs = store.list_runs(experiment_id=experiment_id)
+    template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)
+                     and BUDGET_TAG not in (r.get("tags") or [])), None)
+    if template is None:
+        raise ValueError(f"lrs: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
+    sweep_keys = sorted((store.get_experiment(experiment_id).get("config") or {}).get("sweep") or {})
     ids = []
-    for optimizer, lr in sorted(lrs.items()):
-        template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)), None)
-        if template is None:
-            raise ValueError(f"lrs: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
-        for seed in range(first_fresh, first_fresh + seeds):
-            config = RunConfig.from_dict({**template["config"], "seed": seed})
-            ids.append(store.add_run(experiment_id, name=run_name(config, sweep_keys) + " (confirm)",
-                                     optimizer=optimizer, seed=seed, lr=float(template["lr"]),
-                                     config=config.to_dict(), tags=[CONFIRM_TAG]))
+    for seed in seeds:
+        config = {**template["config"], "seed": seed}
+        config = RunConfig.from_dict(change(config, template.get("total_steps")) if change else config)
+        ids.append(store.add_run(experiment_id, name=f"{run_name(config, sweep_keys)} ({suffix})",
+                                 optimizer=optimizer, seed=seed, lr=float(template["lr"]),
+                                 config=config.to_dict(), tags=[tag]))
     return ids

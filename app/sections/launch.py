@@ -1,6 +1,7 @@
 """Launch: pick a preset or build a comparison, see what will run, queue it."""
 import streamlit as st
 
+from alto.analysis.planning import plan_for_preset
 from alto.data import dataset_names
 from alto.models import model_names
 from alto.optim import OPTIMIZERS, optimizer_names
@@ -139,6 +140,8 @@ if configs:
     st.success(f"**{len(configs)} runs** ({len(chosen)} optimizers × {int(seeds)} seeds"
                f"{' × LR grid' if any(lr_texts.values()) else ''}){per_run}. "
                f"Runs execute one at a time per device slot.")
+    plan = plan_for_preset(s, preset.name if mode == "A preset" else None)
+    st.info(plan.sentence(int(seeds)), icon=":material/calculate:")
     if st.button("Queue the comparison", type="primary", icon=":material/rocket_launch:"):
         experiment_id = queue_experiment(s, preset, configs)
         st.session_state["experiment_id"] = experiment_id
