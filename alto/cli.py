@@ -431,8 +431,11 @@ def _factors(store, experiment_id: int, row):
     from alto.analysis.factors import cost_options, steps_factor
     from alto.analysis.measured import measure
 
-    measured = measure(store, experiment_id, candidate=row.candidate, baseline=row.baseline, metric=row.metric,
-                       threshold=row.threshold)
+    try:
+        measured = measure(store, experiment_id, candidate=row.candidate, baseline=row.baseline, metric=row.metric,
+                           threshold=row.threshold)
+    except ValueError:
+        return None, None
     costs = cost_options(store, experiment_id, row.candidate, row.baseline)
     return steps_factor(store, measured), costs[0] if costs else None
 
@@ -445,6 +448,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     store = _open_store(args.db)
     if args.at_budget:
         return _confirm_at_budget(store, args)
+    if args.candidate or args.baseline:
+        raise SystemExit("alto: --candidate and --baseline go with --at-budget (a plain confirm re-runs every "
+                         "optimizer's chosen LR)")
     try:
         lrs = compare(store, args.experiment, metric=args.metric,
                       thresholds=None if args.threshold is None else [args.threshold]).selection.lrs
@@ -576,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--queue-only", action="store_true", help="queue them for the app or `alto worker`")
     confirm.add_argument("--at-budget", action="store_true",
                          help="re-run the candidate with its run shortened to the baseline's steps divided by the "
-                              "measured steps-to-target ratio, and check it still reaches the target")
+                              "measured steps-to-target ratio, and check it still reaches the target (exit status 1 "
+                              "when it does not)")
     confirm.add_argument("--candidate", help="with --at-budget (default: alto when it ran)")
     confirm.add_argument("--baseline", help="with --at-budget (default: lamb when it ran)")
     confirm.add_argument("--db", default=default_db())

@@ -158,6 +158,13 @@ def test_a_cost_from_another_kind_of_device_is_refused_and_a_typed_one_is_labell
         cost_from_runs(store, mixed, "alto", "lamb")
     with pytest.raises(ValueError, match="no sgd run"):
         cost_from_runs(store, mixed, "sgd", "lamb")
+    # a job of the user's, timed on the fleet's GPUs in an experiment of its own, is found and preferred
+    tracked = experiment(store)
+    add_run(store, tracked, "lamb", 0, reach=100, ms_per_step=20.0, device="cuda:0")
+    add_run(store, tracked, "alto", 0, reach=100, ms_per_step=25.0, device="cuda:0")
+    found = default_cost(store, e, "alto", "lamb", fleet_kind="cuda")
+    assert found.key == f"runs:{tracked}" and found.ratio == pytest.approx(0.8) and found.device_kind == "cuda"
+    assert found.provenance.source == f"timed runs of experiment #{tracked}" and found.provenance.device == "cuda:0"
 
 
 def test_confirm_at_budget_queues_shortened_runs_and_roi_uses_what_they_show(store):
@@ -275,3 +282,72 @@ def test_bench_saves_its_rows_for_the_roi(store, tmp_path):
     helptext = run_cli("bench", "optim", "--help").stdout
     from alto.models.shapes import shape_names
     assert all(name in helptext for name in shape_names())
+
+
+# -- the pages and the report ------------------------------------------------------------------
+
+def page(name: str, store: Store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    monkeypatch.setenv("ALTO_DB", str(store.path))
+    at = AppTest.from_file(str(ROOT / "app" / "sections" / f"{name}.py"), default_timeout=120).run()
+    assert not at.exception
+    return at
+
+
+def test_launch_shows_the_seeds_a_comparison_needs_beside_its_run_count(store, monkeypatch):
+    fresh = page("launch", store, monkeypatch)
+    (plan,) = [i.value for i in fresh.info if i.value.startswith("Seeds per arm")]
+    assert "1.1x 19, 1.2x 6, 1.3x 4 (spread 0.10 of log time to target, assumed before any run" in plan
+    assert "With 3 seeds per arm a true 1.2x is resolved about" in plan
+    assert fresh.success[0].value.startswith("**12 runs**")
+    e = store.create_experiment("earlier demo", preset="demo-digits",
+                                config={"targets": {"metric": "val/acc", "mode": "max", "thresholds": [0.5]}})
+    for seed, (b, c) in enumerate(zip((190, 200, 230), (95, 100, 110))):
+        add_run(store, e, "lamb", seed, reach=b)
+        add_run(store, e, "alto", seed, reach=c)
+    measured = page("launch", store, monkeypatch)
+    (plan,) = [i.value for i in measured.info if i.value.startswith("Seeds per arm")]
+    log_sd = compare(store, e).rows[0].result.log_sd
+    assert f"spread {log_sd:.2f} of log time to target, measured on experiment #{e}, digits (mlp)" in plan
+
+
+def test_roi_page_refuses_a_cpu_cost_for_a_gpu_fleet_and_checks_memory(store, monkeypatch):
+    e = pair(store)
+    save_bench(store, [{**r, "device": "cpu"} for r in BENCH], shapes="gpt2-medium", device_name="AMD EPYC",
+               torch_version="2.x")
+    at = page("roi", store, monkeypatch)
+    assert at.markdown[0].value == measure(store, e).row.verdict.sentence  # the lab's verdict opens the page
+    source = next(s for s in at.sidebar.selectbox if s.label == "Measured on")
+    assert source.value == "typed in" and len(source.options) == 3  # nothing measured on a GPU: typed first
+    assert any(m.value.startswith("On your fleet (H200 (cuda))") for m in at.markdown)
+    assert any(o.startswith("optimizer benchmark: gpt2-medium shapes") for o in source.options)
+    source.set_value(f"bench:{bench_results(store)[0]['id']}").run()
+    assert not at.exception
+    assert at.error and "measured on cpu (AMD EPYC) and your fleet trains on cuda" in at.error[0].value
+    assert not any(m.value.startswith("On your fleet") for m in at.markdown)
+    source.set_value("typed in").run()
+    next(c for c in at.sidebar.checkbox if c.label.startswith("Check that the model")).check().run()
+    next(n for n in at.sidebar.number_input if n.label.startswith("Model parameters")).set_value(4000.0).run()
+    next(n for n in at.sidebar.number_input if n.label.startswith("GiB per GPU")).set_value(139.0).run()
+    assert not at.exception  # 4B parameters: ALTO's 8 extra bytes each are 29.8 GiB more on a 141 GiB H200
+    assert any("Does not fit" in e.value for e in at.error)
+    next(c for c in at.sidebar.checkbox if c.label.startswith("Optimizer state sharded")).check().run()
+    # sharded over 8: 3.7 GiB more per GPU does not fit either, 11 GPUs hold ALTO's 59.6 GiB of state
+    fleet = next(m.value for m in at.markdown if m.value.startswith("On your fleet"))
+    assert "× 0.73x from the GPUs per job" in fleet
+    assert "Needs 11 GPUs instead of 8" in at.table[0].value.loc["GPUs per job (baseline / candidate)", "status"]
+
+
+def test_report_shows_both_factors_with_their_provenance(store):
+    from alto.presentation.report import build_report
+
+    e = pair(store)
+    html = build_report(store, e)
+    assert "The factors and where each was measured" in html and "not confirmed at budget" in html
+    assert f"digits (mlp), val/acc ≥ 0.5, experiment #{e}" in html and TODAY in html
+    assert "assumed equal: nothing was measured on cuda" in html and "On your fleet (H100 (cuda))" in html
+    refused = build_report(store, e, cost=cost_from_runs(store, e, "alto", "lamb"))
+    assert "Not computed for your fleet: the cost-per-step factor was measured on cpu" in refused
+    assert "Your fleet (steps × cost per step)" not in refused

@@ -31,10 +31,12 @@ from alto.store import Store
 from .budget import BudgetCheck, budget_check
 from .measured import Measured
 from .savings import RoiInputs
-from .verdicts import ALL_POINTS, workload_name
+from .verdicts import workload_name
 
 BENCH_KIND = "optim_bench"
 TYPED = "typed in"
+TIMED_POINTS = 2000  # step times read per run (bucket means of longer runs): enough for a median
+LOOK_BACK = 20       # newest other experiments searched for timed runs of a pair (a tracked job, say)
 
 
 def device_kind(device: str | None) -> str | None:
@@ -78,8 +80,7 @@ class StepsFactor:
     calibrated: bool              # (low, high) is a calibrated CI
     flags: tuple[str, ...]        # why the steps verdict is not decisive, beyond its interval
     word: str                     # the steps verdict
-    sentence: str                 # the steps verdict's sentence
-    target: str
+    target: str                   # "val/acc ≥ 0.9"
     provenance: Provenance
     budget: BudgetCheck | None
 
@@ -100,20 +101,20 @@ def steps_factor(store: Store, measured: Measured) -> StepsFactor | None:
     """The lab's steps-to-target ratio of a measured pair with its budget confirmation, if any
     (None when the target was not reached)."""
     row = measured.steps_row
-    r = row.result
-    if r.estimate is None:
+    result = row.result
+    if result.estimate is None:
         return None
     budget = budget_check(store, measured.comparison.experiment_id, candidate=row.candidate, baseline=row.baseline,
                           metric=row.metric, threshold=row.threshold)
     runs = [store.get_run(o.run_id) for arm in row.arms.values() for o in arm]
-    devices = sorted({r_["device"] for r_ in runs if r_.get("device")}) or ["unknown device"]
+    devices = sorted({run["device"] for run in runs if run.get("device")}) or ["unknown device"]
     target = f"{row.metric} {'≥' if row.mode == 'max' else '≤'} {row.threshold:g}"
     where = f"{workload_name(runs)}, {target}, experiment #{measured.comparison.experiment_id}"
-    provenance = Provenance("lab runs", where, ", ".join(devices), _dates([r_.get("finished_at") for r_ in runs]))
-    low, high = (r.low, r.high) if r.low is not None else (r.estimate, r.estimate)
-    calibrated = r.interval_kind == "ci" and not r.partial
-    return StepsFactor(r.estimate, low, high, calibrated, row.verdict.flags, row.verdict.word,
-                       row.verdict.sentence, target, provenance, budget)
+    provenance = Provenance("lab runs", where, ", ".join(devices), _dates([run.get("finished_at") for run in runs]))
+    low, high = (result.low, result.high) if result.low is not None else (result.estimate, result.estimate)
+    calibrated = result.interval_kind == "ci" and not result.partial
+    return StepsFactor(result.estimate, low, high, calibrated, row.verdict.flags, row.verdict.word, target,
+                       provenance, budget)
 
 
 # ------------------------------------------------------------------------- cost per step
@@ -151,7 +152,7 @@ def cost_from_runs(store: Store, experiment_id: int, candidate: str, baseline: s
     runs = [r for r in store.list_runs(experiment_id=experiment_id) if r["optimizer"] in (candidate, baseline)
             and r["status"] not in ("queued",)]
     ids = [r["id"] for r in runs]
-    series = store.series_many(ids, "time/step_ms", x="step", max_points=ALL_POINTS) if ids else {}
+    series = store.series_many(ids, "time/step_ms", x="step", max_points=TIMED_POINTS) if ids else {}
     per_arm: dict[str, list[float]] = {candidate: [], baseline: []}
     timed = []
     for r in runs:
@@ -204,13 +205,6 @@ def bench_rows(bench: dict, candidate: str, baseline: str) -> tuple[str, str] | 
     return None
 
 
-def bench_label(bench: dict) -> str:
-    """"gpt2-medium shapes (355M parameters) on cuda (NVIDIA H200), 2025-06-01"."""
-    params = bench.get("params") or 0
-    return (f"{bench.get('shapes')} shapes ({params / 1e6:,.1f}M parameters) on {bench.get('device')} "
-            f"({bench.get('device_name')}), {str(bench.get('date', ''))[:10]}")
-
-
 def cost_from_bench(bench: dict, candidate: str, baseline: str, *, rest_ms: float = 0.0) -> CostFactor:
     """From a stored benchmark: the optimizer step's time of each, plus `rest_ms` (forward,
     backward and data of the user's model, typed in) when given. Without it the ratio is the
@@ -237,17 +231,18 @@ def cost_from_bench(bench: dict, candidate: str, baseline: str, *, rest_ms: floa
 def cost_options(store: Store, experiment_id: int, candidate: str, baseline: str, *,
                  fleet_kind: str = "cuda", rest_ms: float = 0.0) -> list[CostFactor]:
     """Every measured cost-per-step factor for the pair, those measured on the fleet's kind of
-    device first (newest benchmark first, then this experiment's timed runs); `rest_ms` as for
-    `cost_from_bench`."""
-    options = []
-    for bench in bench_results(store):
-        if bench_rows(bench, candidate, baseline):
-            options.append(cost_from_bench(bench, candidate, baseline, rest_ms=rest_ms))
-    try:
-        options.append(cost_from_runs(store, experiment_id, candidate, baseline,
-                                      source="this experiment's timed runs"))
-    except ValueError:
-        pass
+    device first: the newest benchmark first, then this experiment's timed runs, then those of
+    the newest other experiments that timed both (a job of the user's tracked into the lab, say);
+    `rest_ms` as for `cost_from_bench`."""
+    options = [cost_from_bench(bench, candidate, baseline, rest_ms=rest_ms) for bench in bench_results(store)
+               if bench_rows(bench, candidate, baseline)]
+    others = [e["id"] for e in store.list_experiments() if e["id"] != experiment_id][:LOOK_BACK]
+    for eid in [experiment_id, *others]:
+        try:
+            options.append(cost_from_runs(store, eid, candidate, baseline, source=(
+                "this experiment's timed runs" if eid == experiment_id else f"timed runs of experiment #{eid}")))
+        except ValueError:
+            pass
     return sorted(options, key=lambda c: c.device_kind != fleet_kind)
 
 

@@ -243,9 +243,9 @@ def left_out_note(comparison: Comparison) -> str:
 def factor_table(steps: StepsFactor, cost: CostFactor | None, fleet: FleetSpeedup | None = None,
                  memory: MemoryFit | None = None) -> pd.DataFrame:
     """The factors of a fleet saving, one row each, every one with where it was measured."""
-    def row(name: str, value: str, status: str, source: str, workload: str, device: str, date: str) -> dict:
-        return {"factor": name, "value": value, "status": status, "source": source, "workload": workload,
-                "device": device, "date": date}
+    def row(*cells: str) -> dict:
+        names = ("factor", "value", "status", "source", "workload", "device", "date")
+        return {name: MISSING if cell in ("", "-") else cell for name, cell in zip(names, cells)}
 
     p = steps.provenance
     interval = (f"{steps.low:.2f}–{steps.high:.2f}" + (" CI" if steps.calibrated else " range")

@@ -134,7 +134,7 @@ st.subheader("The factors and where each was measured")
 if steps is None:
     st.info("No steps-to-target factor: the target was not reached by both optimizers.")
 else:
-    st.dataframe(views.factor_table(steps, cost, fleet, memory), hide_index=True)
+    st.table(views.factor_table(steps, cost, fleet, memory).set_index("factor"))  # a static table: long cells wrap
 
 st.subheader("Confirm at budget")
 if steps is not None:
