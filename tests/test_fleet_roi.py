@@ -194,6 +194,8 @@ def test_confirm_at_budget_queues_shortened_runs_and_roi_uses_what_they_show(sto
         fill(store, rid, reach=100, steps=plan.budget_steps, ms_per_step=12.5)
     check = budget_check(store, e, candidate="alto", baseline="lamb", metric="val/acc", threshold=0.5)
     assert check.confirmed and (check.reached, check.counted) == (2, 2)
+    shown = views.default_run_ids(store.list_runs(experiment_id=e))
+    assert len(shown) == 6 and not set(ids) & set(shown)  # finished, yet kept off Compare's default curves
     assert check.steps_to_target == (101.0, 101.0)
     assert check.label() == (f"confirmed at budget: 2/2 alto runs given {plan.budget_steps} steps "
                              f"(300 / {expected:.2f}x, fresh seeds) reached val/acc ≥ 0.5")
