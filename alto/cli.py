@@ -473,7 +473,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 def _confirm_at_budget(store, args: argparse.Namespace) -> int:
     """The candidate on fresh seeds with its run shortened to the baseline's steps / the measured
     steps-to-target ratio; trained here unless --queue-only, then checked against the target."""
-    from alto.analysis.budget import budget_check
+    from alto.analysis.budget import NOT_CONFIRMED, budget_check
     from alto.runner.queue import queue_budget_confirmation
 
     try:
@@ -492,7 +492,7 @@ def _confirm_at_budget(store, args: argparse.Namespace) -> int:
     _train_here(store, [store.get_run(i) for i in ids])
     check = budget_check(store, args.experiment, candidate=plan.candidate, baseline=plan.baseline,
                          metric=plan.metric, threshold=plan.threshold)
-    print(check.label() if check else "not confirmed at budget")
+    print(check.label() if check else NOT_CONFIRMED)
     return 0 if check and check.confirmed else 1
 
 

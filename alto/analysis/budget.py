@@ -20,6 +20,7 @@ from .measured import Measured
 from .verdicts import COUNTED, outcomes
 
 BUDGET_KIND = "budget_confirmation"
+NOT_CONFIRMED = "not confirmed at budget"  # what a saving says until a confirmation reached the target
 UNFINISHED = ("queued", "running", "stalled")
 
 
@@ -93,15 +94,12 @@ class BudgetCheck:
         if self.status == "confirmed":
             return f"confirmed at budget: {self.reached}/{self.counted} {given} reached {p.target}"
         if self.status == "missed":
-            return f"not confirmed at budget: only {self.reached}/{self.counted} {given} reached {p.target}"
+            return f"{NOT_CONFIRMED}: only {self.reached}/{self.counted} {given} reached {p.target}"
         if self.status == "running":
             done = self.counted + sum(self.left_out.values())
-            return f"not confirmed at budget yet: {done}/{len(self.run_ids)} {given} have ended"
+            return f"{NOT_CONFIRMED} yet: {done}/{len(self.run_ids)} {given} have ended"
         parts = ", ".join(f"{n} {s}" for s, n in sorted(self.left_out.items()))
-        return f"not confirmed at budget: the {given} did not run to the end ({parts})"
-
-
-NOT_CONFIRMED = "not confirmed at budget"
+        return f"{NOT_CONFIRMED}: the {given} did not run to the end ({parts})"
 
 
 def budget_check(store: Store, experiment_id: int, *, candidate: str, baseline: str, metric: str,

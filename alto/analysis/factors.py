@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from alto.stats.verdict import interval_word
 from alto.store import Store
 
-from .budget import BudgetCheck, budget_check
+from .budget import NOT_CONFIRMED, BudgetCheck, budget_check
 from .measured import Measured
 from .savings import RoiInputs
 from .verdicts import workload_name
@@ -94,7 +94,7 @@ class StepsFactor:
         return self.budget.plan.factor if self.confirmed_at_budget else self.measured
 
     def budget_label(self) -> str:
-        return "not confirmed at budget" if self.budget is None else self.budget.label()
+        return NOT_CONFIRMED if self.budget is None else self.budget.label()
 
 
 def steps_factor(store: Store, measured: Measured) -> StepsFactor | None:

@@ -30,33 +30,25 @@ def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], 
     """Queue each optimizer at its chosen LR on `seeds` seeds the experiment has not used yet,
     tagged CONFIRM_TAG; returns the new run ids. The numbers of the seeds that chose an LR are
     optimistic (the winner's curse); these fresh runs are what a confirmed verdict rests on."""
-    _check_seeds(seeds)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise ValueError(f"seeds must be an integer from 1 to 100, got {seeds!r}")
+    runs = store.list_runs(experiment_id=experiment_id)
     if not lrs:
         raise ValueError(f"experiment {experiment_id} has no chosen learning rates to confirm")
-    first = _first_fresh_seed(store, experiment_id)
-    return [rid for optimizer, lr in sorted(lrs.items())
-            for rid in _queue_fresh(store, experiment_id, optimizer, lr, range(first, first + seeds),
-                                    tag=CONFIRM_TAG, suffix="confirm")]
-
-
-def queue_at_budget(store: Store, experiment_id: int, optimizer: str, lr: float, seeds: int, *,
-                    max_steps: int) -> list[int]:
-    """Queue `optimizer` at `lr` on `seeds` fresh seeds with its run shortened to `max_steps`,
-    tagged BUDGET_TAG; returns the new run ids. The LR schedule sees the shorter run (its decay
-    points are fractions of the run) and a warmup keeps its share of it."""
-    _check_seeds(seeds)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-
-    def shorten(config: dict, planned: int | None) -> dict:
-        warmup = config.get("warmup_steps") or 0
-        if warmup and planned:
-            warmup = min(max_steps - 1, round(warmup * max_steps / planned))
-        return {**config, "max_steps": max_steps, "warmup_steps": warmup}
-
-    first = _first_fresh_seed(store, experiment_id)
-    return _queue_fresh(store, experiment_id, optimizer, lr, range(first, first + seeds), tag=BUDGET_TAG,
-                        suffix=f"{max_steps} steps", change=shorten)
+    first_fresh = max((r["seed"] for r in runs), default=-1) + 1
+    experiment = store.get_experiment(experiment_id)
+    sweep_keys = sorted((experiment.get("config") or {}).get("sweep") or {})
+    ids = []
+    for optimizer, lr in sorted(lrs.items()):
+        template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)), None)
+        if template is None:
+            raise ValueError(f"lrs: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
+        for seed in range(first_fresh, first_fresh + seeds):
+            config = RunConfig.from_dict({**template["config"], "seed": seed})
+            ids.append(store.add_run(experiment_id, name=run_name(config, sweep_keys) + " (confirm)",
+                                     optimizer=optimizer, seed=seed, lr=float(template["lr"]),
+                                     config=config.to_dict(), tags=[CONFIRM_TAG]))
+    return ids
 
 
 def queue_budget_confirmation(store: Store, experiment_id: int, seeds: int, *, candidate: str | None = None,
@@ -72,30 +64,30 @@ def queue_budget_confirmation(store: Store, experiment_id: int, seeds: int, *, c
     return plan, ids
 
 
-def _check_seeds(seeds: int) -> None:
+def queue_at_budget(store: Store, experiment_id: int, optimizer: str, lr: float, seeds: int, *,
+                    max_steps: int) -> list[int]:
+    """Queue `optimizer` at `lr` on `seeds` seeds the experiment has not used yet, with its run
+    shortened to `max_steps`, tagged BUDGET_TAG; returns the new run ids. The LR schedule sees
+    the shorter run (its decay points are fractions of the run) and a warmup keeps its share."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
         raise ValueError(f"seeds must be an integer from 1 to 100, got {seeds!r}")
-
-
-def _first_fresh_seed(store: Store, experiment_id: int) -> int:
-    return max((r["seed"] for r in store.list_runs(experiment_id=experiment_id)), default=-1) + 1
-
-
-def _queue_fresh(store: Store, experiment_id: int, optimizer: str, lr: float, seeds: range, *, tag: str,
-                 suffix: str, change=None) -> list[int]:
-    """Copies of the experiment's first full-length run of `optimizer` at `lr` on `seeds`, tagged
-    `tag`; `change(config, planned steps of the copied run)` edits each copy's config."""
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     runs = store.list_runs(experiment_id=experiment_id)
     template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)
                      and BUDGET_TAG not in (r.get("tags") or [])), None)
     if template is None:
-        raise ValueError(f"lrs: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
+        raise ValueError(f"lr: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
+    warmup = template["config"].get("warmup_steps") or 0
+    if warmup and template.get("total_steps"):
+        warmup = min(max_steps - 1, round(warmup * max_steps / template["total_steps"]))
+    first_fresh = max((r["seed"] for r in runs), default=-1) + 1
     sweep_keys = sorted((store.get_experiment(experiment_id).get("config") or {}).get("sweep") or {})
     ids = []
-    for seed in seeds:
-        config = {**template["config"], "seed": seed}
-        config = RunConfig.from_dict(change(config, template.get("total_steps")) if change else config)
-        ids.append(store.add_run(experiment_id, name=f"{run_name(config, sweep_keys)} ({suffix})",
-                                 optimizer=optimizer, seed=seed, lr=float(template["lr"]),
-                                 config=config.to_dict(), tags=[tag]))
+    for seed in range(first_fresh, first_fresh + seeds):
+        config = RunConfig.from_dict({**template["config"], "seed": seed, "max_steps": max_steps,
+                                      "warmup_steps": warmup})
+        ids.append(store.add_run(experiment_id, name=f"{run_name(config, sweep_keys)} ({max_steps} steps)",
+                                 optimizer=optimizer, seed=seed, lr=float(template["lr"]), config=config.to_dict(),
+                                 tags=[BUDGET_TAG]))
     return ids
