@@ -137,11 +137,11 @@ if configs:
     steps = [estimate_steps(c) for c in configs]
     known = [x for x in steps if x]
     per_run = f", about {max(known):,} optimizer steps each" if known else ""
-    plan = plan_for_preset(s, preset.name if mode == "A preset" else None)  # shown beside the run count
+    plan = plan_for_preset(s, preset.name if mode == "A preset" else None)
+    st.info(plan.sentence(int(seeds)), icon=":material/calculate:")  # beside the run count, before queuing
     st.success(f"**{len(configs)} runs** ({len(chosen)} optimizers × {int(seeds)} seeds"
                f"{' × LR grid' if any(lr_texts.values()) else ''}){per_run}. "
                f"Runs execute one at a time per device slot.")
-    st.info(plan.sentence(int(seeds)), icon=":material/calculate:")
     if st.button("Queue the comparison", type="primary", icon=":material/rocket_launch:"):
         experiment_id = queue_experiment(s, preset, configs)
         st.session_state["experiment_id"] = experiment_id
