@@ -45,14 +45,19 @@ def _device(name: str) -> str:
 
 def cmd_bench_optim(args: argparse.Namespace) -> int:
     import torch
-    from alto.optim.bench import bench_optimizers, gpt2_medium_shapes, transformer_like_shapes
+    from alto.models.shapes import model_shapes
+    from alto.optim.bench import bench_optimizers, transformer_like_shapes
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    shapes = gpt2_medium_shapes() if args.shapes == "gpt2-medium" else transformer_like_shapes(args.params)
+    try:
+        shapes = model_shapes(args.shapes) if args.shapes else transformer_like_shapes(args.params)
+    except ValueError as err:
+        raise SystemExit(f"alto: --{err}") from None
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers else None
+    device = _device(args.device)
     records = {}
-    for record in bench_optimizers(shapes, _device(args.device), repeats=args.repeats, names=names):
+    for record in bench_optimizers(shapes, device, repeats=args.repeats, names=names):
         record["threads"] = torch.get_num_threads()
         print(json.dumps(record), flush=True)
         if "ms" in record:
@@ -66,7 +71,31 @@ def cmd_bench_optim(args: argparse.Namespace) -> int:
     if "alto_fused" in records:  # GPU target: within 1.3x of the bandwidth floor
         print(json.dumps({"bench": "optim", "what": "fused_alto_over_its_bound",
                           "ratio": records["alto_fused"]["ratio_to_bound"]}))
+    if args.save:
+        _save_bench(args, list(records.values()), device)
     return 0
+
+
+def _save_bench(args: argparse.Namespace, records: list[dict], device: str) -> None:
+    """Keep a benchmark in the database, so the ROI page can use it as the fleet's cost per step."""
+    import torch
+    from alto.analysis.factors import save_bench
+
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "CPU") if Path("/proc/cpuinfo").exists() else "CPU"
+        threads = torch.get_num_threads()
+        name += f", {threads} thread{'s' * (threads != 1)}"
+    shapes = args.shapes or f"transformer-like {args.params:,}"
+    try:
+        artifact = save_bench(_open_store(args.db), records, shapes=shapes, device_name=name,
+                              torch_version=torch.__version__)
+    except ValueError as err:
+        raise SystemExit(f"alto: --save: {err}") from None
+    print(json.dumps({"bench": "optim", "what": "saved", "artifact": artifact, "db": str(args.db),
+                      "shapes": shapes, "device": f"{device} ({name})"}), flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -391,8 +420,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
     except ValueError as err:
         raise SystemExit(f"alto: {err}") from None
+    factors = {(row.candidate, row.threshold): _factors(store, args.experiment, row) for row in comparison.rows}
     if args.json:
-        print(json.dumps([row.as_json() for row in comparison.rows], indent=1))
+        print(json.dumps([{**row.as_json(), "factors": views.factors_json(*factors[(row.candidate, row.threshold)])}
+                          for row in comparison.rows], indent=1))
         return 0
     for note in (views.selection_note(comparison), views.left_out_note(comparison)):
         if note:
@@ -402,9 +433,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for row in comparison.rows:
             if row.threshold == threshold:
                 print(row.verdict.sentence)
+                print("\n".join(views.factor_lines(*factors[(row.candidate, threshold)])))
         print(views.verdict_table(comparison, threshold).to_string(index=False))
         print(views.arm_table(comparison, threshold).to_string(index=False))
     return 0
+
+
+def _factors(store, experiment_id: int, row):
+    """(steps-to-target factor, cost-per-step factor) of a verdict row, each with its provenance:
+    the cost per step measured on a GPU first (a stored benchmark), else this experiment's."""
+    from alto.analysis.factors import cost_options, steps_factor
+    from alto.analysis.measured import measure
+
+    try:
+        measured = measure(store, experiment_id, candidate=row.candidate, baseline=row.baseline, metric=row.metric,
+                           threshold=row.threshold)
+    except ValueError:
+        return None, None
+    costs = cost_options(store, experiment_id, row.candidate, row.baseline)
+    return steps_factor(store, measured), costs[0] if costs else None
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -413,6 +460,11 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     from alto.runner.queue import queue_confirmation
 
     store = _open_store(args.db)
+    if args.at_budget:
+        return _confirm_at_budget(store, args)
+    if args.candidate or args.baseline:
+        raise SystemExit("alto: --candidate and --baseline go with --at-budget (a plain confirm re-runs every "
+                         "optimizer's chosen LR)")
     try:
         lrs = compare(store, args.experiment, metric=args.metric,
                       thresholds=None if args.threshold is None else [args.threshold]).selection.lrs
@@ -430,6 +482,32 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     _train_here(store, [store.get_run(i) for i in ids])
     print_results(store, args.experiment)
     return 0
+
+
+def _confirm_at_budget(store, args: argparse.Namespace) -> int:
+    """The candidate on fresh seeds with its run shortened to the baseline's steps / the measured
+    steps-to-target ratio; trained here unless --queue-only, then checked against the target."""
+    from alto.analysis.budget import NOT_CONFIRMED, budget_check
+    from alto.runner.queue import queue_budget_confirmation
+
+    try:
+        plan, ids = queue_budget_confirmation(store, args.experiment, args.seeds, candidate=args.candidate,
+                                              baseline=args.baseline, metric=args.metric, threshold=args.threshold)
+    except KeyError:
+        raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    print(f"experiment {args.experiment}: {len(ids)} runs of {plan.candidate} lr={plan.lr:g} queued at budget "
+          f"{plan.budget_steps:,} steps ({plan.baseline} ran {plan.baseline_steps:,}; measured "
+          f"{plan.steps_speedup:.2f}x fewer steps to {plan.target}), fresh seeds", flush=True)
+    if args.queue_only:
+        print("queued only: the app or `alto worker` will run them")
+        return 0
+    _train_here(store, [store.get_run(i) for i in ids])
+    check = budget_check(store, args.experiment, candidate=plan.candidate, baseline=plan.baseline,
+                         metric=plan.metric, threshold=plan.threshold)
+    print(check.label() if check else NOT_CONFIRMED)
+    return 0 if check and check.confirmed else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -521,6 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--metric", help="as for compare")
     confirm.add_argument("--threshold", type=float, help="as for compare")
     confirm.add_argument("--queue-only", action="store_true", help="queue them for the app or `alto worker`")
+    confirm.add_argument("--at-budget", action="store_true",
+                         help="re-run the candidate with its run shortened to the baseline's steps divided by the "
+                              "measured steps-to-target ratio, and check it still reaches the target (exit status 1 "
+                              "when it does not)")
+    confirm.add_argument("--candidate", help="with --at-budget (default: alto when it ran)")
+    confirm.add_argument("--baseline", help="with --at-budget (default: lamb when it ran)")
     confirm.add_argument("--db", default=default_db())
     confirm.set_defaults(func=cmd_confirm)
 
@@ -536,12 +620,16 @@ def build_parser() -> argparse.ArgumentParser:
     optim = bench_sub.add_parser("optim", help="optimizer step time vs its memory-bandwidth bound")
     size = optim.add_mutually_exclusive_group()
     size.add_argument("--params", type=int, default=10_000_000, help="synthetic transformer-shaped parameters")
-    size.add_argument("--shapes", choices=["gpt2-medium"], help="use a real model's parameter shapes")
+    size.add_argument("--shapes", metavar="MODEL", help="a real model's parameter shapes: gpt2-small, gpt2-medium, "
+                      "gpt2-large, gpt2-xl, mlp-digits, resnet20-cifar10, resnet18-cifar10, vgg16-bn-cifar100")
     optim.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     optim.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     optim.add_argument("--repeats", type=int, default=5)
     optim.add_argument("--optimizers", metavar="A,B", help="rows to run (default: all; on CUDA also "
                        "alto_fused, lamb_fused, alto_compiled)")
+    optim.add_argument("--save", action="store_true",
+                       help="keep the result in --db: the ROI page can use it as the fleet's cost per step")
+    optim.add_argument("--db", default=default_db())
     optim.set_defaults(func=cmd_bench_optim)
 
     bench_train = bench_sub.add_parser("train", help="telemetry on vs off: the same run, ms per step and ratio")

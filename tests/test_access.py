@@ -205,6 +205,8 @@ def _actions(store: Store, sup: Supervisor, experiment_id: int, run_id: int, job
         "queue_experiment": lambda role: actions.queue_experiment(role, store, _preset(), expand(_preset())),
         "queue_confirmation": lambda role: actions.queue_confirmation(role, store, experiment_id, {"sgd": 0.1}, 1),
         "queue_flatness_job": lambda role: actions.queue_flatness_job(role, store, experiment_id),
+        "queue_budget_confirmation": lambda role: actions.queue_budget_confirmation(
+            role, store, experiment_id, 1, candidate="alto", baseline="lamb", threshold=0.5),
         "cancel run": lambda role: actions.cancel(role, sup, run_id),
         "cancel job": lambda role: actions.cancel(role, sup, job_id, JOB),
         "annotate_run": lambda role: actions.annotate_run(role, store, run_id, add_tags=["x"], remove_tags=["tiny"],
@@ -343,7 +345,8 @@ def test_a_page_reached_without_a_role_shows_nothing(copy_db, monkeypatch):
     assert not at.exception and not at.button and not at.dataframe
 
 
-MUTATORS = {"queue_experiment", "queue_confirmation", "queue_flatness_job", "cancel", "add_tags", "remove_tag",
+MUTATORS = {"queue_experiment", "queue_confirmation", "queue_budget_confirmation", "queue_at_budget",
+            "record_plan", "queue_flatness_job", "cancel", "add_tags", "remove_tag",
             "set_notes", "delete_run", "delete_experiment", "remove_run_files", "add_job", "add_run",
             "create_experiment", "update_run", "update_job", "delete_artifact", "put_artifact", "clear_metrics"}
 

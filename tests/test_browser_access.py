@@ -21,7 +21,7 @@ import pytest
 
 from alto.access.tokens import EDITOR_ENV, VIEWER_ENV
 from alto.store import Store
-from test_browser import CHROMIUM, free_port, kill_runs, wait_for
+from test_browser import free_port, kill_runs, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 VIEWER_TOKEN = "stakeholder-link-5b1e0c7d"
@@ -107,17 +107,6 @@ def server(filled_db, tmp_path_factory):
         kill_runs(Store(db))
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: .ci/run installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str):

@@ -12,8 +12,9 @@ import math
 import numpy as np
 import pytest
 
+from alto.analysis.planning import seed_plan
 from alto.stats.speedup import (clopper_pearson, improvement_interval, metric_difference, seeds_needed,
-                                speedup)
+                                speedup, welch_power)
 from alto.stats.verdict import EQUIVALENCE, verdict, word_for
 
 TRIALS = 1500
@@ -129,6 +130,24 @@ def test_seeds_needed_matches_a_simulation():
     hits = sum(speedup(*_arms(rng, n, 1.2, 0.2, 0.2)).low > 1 for _ in range(800))
     assert 0.72 <= hits / 800 <= 0.9, f"power {hits / 800:.3f} at the {n} seeds it asked for"
     assert seeds_needed(1.0, 0.2) is None and seeds_needed(1.2, 0.0) is None
+
+
+def test_seed_plan_holds_in_a_simulation():
+    """Launch's plan at the assumed spread (0.10 of log time): at the seeds it names for 1.1x, 1.2x
+    and 1.3x the interval resolves each about 80% of the time, and the chance it quotes for the
+    seeds chosen (welch_power) is the simulated one at 2, 3 and 5 seeds, where the noncentral-t
+    formula would overstate it (PROTOCOL's example: 2 seeds resolve a true 1.3x about 17% of the time)."""
+    plan = seed_plan()
+    assert plan.seeds == {1.1: 19, 1.2: 6, 1.3: 4} and not plan.measured and plan.log_sd == 0.10
+    rng = np.random.default_rng(21)
+    for true, n in plan.seeds.items():
+        hits = sum(speedup(*_arms(rng, n, true, 0.1, 0.1)).low > 1 for _ in range(800))
+        assert 0.74 <= hits / 800 <= 0.9, f"{true}x resolved {hits / 800:.3f} of the time at the {n} seeds planned"
+    for n in (2, 3, 5):
+        simulated = sum(speedup(*_arms(rng, n, 1.3, 0.1, 0.1)).low > 1 for _ in range(TRIALS)) / TRIALS
+        assert welch_power(1.3, 0.1, n) == pytest.approx(simulated, abs=0.04), n
+    assert welch_power(1.3, 0.1, 2) == pytest.approx(0.17, abs=0.03)
+    assert "With 3 seeds per arm a true 1.2x is resolved about" in plan.sentence(3)
 
 
 def test_verdict_words():

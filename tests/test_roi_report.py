@@ -51,7 +51,8 @@ def test_report_is_self_contained_and_escapes_user_text(db):
     assert XSS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<script src=" not in html  # plotly.js is inlined: the file opens offline
     for section in ("Setup", "Curves", "Verdicts", "Compute savings (ROI)", "Claims beside measurements",
-                    "Raw numbers", "claim (NOT measured here)", "Measured (this experiment)", "notes with &lt;b&gt;html"):
+                    "Raw numbers", "claim (NOT measured here)", "Your fleet (steps × cost per step)",
+                    "The factors and where each was measured", "not confirmed at budget", "notes with &lt;b&gt;html"):
         assert section in html, section
     assert "2.14" in html or "torch" in html
 
@@ -73,17 +74,22 @@ def test_roi_page_reads_the_measured_and_claimed_figures(db):
     next(n for n in at.sidebar.number_input if n.label.startswith("Price per GPU-hour")).set_value(2.0).run()
     next(n for n in at.sidebar.number_input if n.label.startswith("GPUs per job")).set_value(4).run()
     assert not at.exception
-    table = at.dataframe[0].value
-    assert list(table.columns) == ["Measured (this experiment)", "Paper's claim (NOT measured here)"]
+    table = roi_table(at)
+    assert list(table.columns) == ["Your fleet (steps × cost per step)", "Paper's claim (NOT measured here)"]
     paper = table["Paper's claim (NOT measured here)"]
     # 4 GPUs x 24 h x 50 jobs = 4,800 GPU-hours; the paper's 1.422x saves 29.68% of them
     assert paper["baseline GPU-hours / year"] == "4,800"
     assert paper["GPU-hours reclaimed / year"] == f"{4800 * (1 - 608.0 / 864.7):,.0f}"
     assert paper["cost saved / year ($)"] == f"{4800 * (1 - 608.0 / 864.7) * 2.0:,.0f}"
-    measured = table["Measured (this experiment)"]
+    measured = table["Your fleet (steps × cost per step)"]
     assert measured["speed-up"].endswith(")") and "x" in measured["speed-up"]
+    assert measured["verdict"].endswith("Steps to target: not confirmed at budget.")
     assert at.get("plotly_chart") and at.get("download_button")
     # an unreachable threshold: said plainly, and the paper column stays labelled as a claim
     next(n for n in at.sidebar.number_input if n.label.startswith("Target")).set_value(1.01).run()
     assert "not reached" in at.markdown[0].value and not at.success  # never a green box without a saving
-    assert list(at.dataframe[0].value.columns) == ["Paper's claim (NOT measured here)"]
+    assert list(roi_table(at).columns) == ["Paper's claim (NOT measured here)"]
+
+
+def roi_table(at: AppTest):
+    return next(d.value for d in at.dataframe if "Paper's claim (NOT measured here)" in d.value.columns)

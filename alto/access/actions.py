@@ -27,6 +27,13 @@ def queue_confirmation(role: str, store: Store, experiment_id: int, lrs: dict[st
     return queue.queue_confirmation(store, experiment_id, lrs, seeds)
 
 
+def queue_budget_confirmation(role: str, store: Store, experiment_id: int, seeds: int, **target) -> tuple:
+    """Queue the candidate at the budget its measured speed-up implies (ROI's Confirm at budget);
+    returns (the plan, the new run ids)."""
+    require_editor(role, "queue confirmation runs")
+    return queue.queue_budget_confirmation(store, experiment_id, seeds, **target)
+
+
 def queue_flatness_job(role: str, store: Store, experiment_id: int, **settings) -> int:
     """Queue a flatness measurement of an experiment's final weights; returns the job id."""
     require_editor(role, "start flatness jobs")

@@ -19,13 +19,14 @@ from alto.stats._checks import as_1d
 
 # Typical on-demand cloud list prices and board power, as editable starting points (assumptions,
 # not measurements; the page says so). kWh per GPU-hour ~ board power at high utilisation.
+# Memory per GPU from the data sheets, in GiB (what the memory check compares against).
 GPU_TYPES = {
-    "H200": {"price": 3.80, "kwh": 0.70},
-    "H100": {"price": 3.00, "kwh": 0.70},
-    "A100 80GB": {"price": 1.80, "kwh": 0.40},
-    "L40S": {"price": 1.20, "kwh": 0.35},
-    "L4": {"price": 0.70, "kwh": 0.072},
-    "RTX 4090": {"price": 0.40, "kwh": 0.45},
+    "H200": {"price": 3.80, "kwh": 0.70, "mem_gib": 141},
+    "H100": {"price": 3.00, "kwh": 0.70, "mem_gib": 80},
+    "A100 80GB": {"price": 1.80, "kwh": 0.40, "mem_gib": 80},
+    "L40S": {"price": 1.20, "kwh": 0.35, "mem_gib": 48},
+    "L4": {"price": 0.70, "kwh": 0.072, "mem_gib": 24},
+    "RTX 4090": {"price": 0.40, "kwh": 0.45, "mem_gib": 24},
 }
 DEFAULT_CARBON_KG_PER_KWH = 0.40  # a grid average; edit to your region's
 

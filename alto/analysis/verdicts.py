@@ -12,6 +12,8 @@ agree. What it follows (README, "Honesty rules"):
   Different numbers of LR trials and a choice at the edge of a grid are warned about. The
   seeds that chose the LR flatter it: until the choice is confirmed on fresh seeds (runs tagged
   CONFIRM_TAG) the verdict says so, and confirmed runs, once there, are what it rests on.
+* Runs tagged BUDGET_TAG ran a compressed schedule to test a speed-up at its budget
+  (`alto.analysis.budget`): they answer that question only and never enter a verdict here.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import numpy as np
 from alto.stats.metrics import metric_mode, selection_metric
 from alto.stats.speedup import DiffResult, SpeedupResult, clopper_pearson, metric_difference, speedup
 from alto.stats.targets import time_to_target
-from alto.stats.verdict import Verdict, verdict
-from alto.store import CONFIRM_TAG, Store
+from alto.stats.verdict import PLAN_SPEEDUPS, Verdict, verdict
+from alto.store import BUDGET_TAG, CONFIRM_TAG, Store
 
 from .experiment import experiment_targets
+from .memory import peak_memory_mb, run_state_bytes
 
 COUNTED = ("finished", "diverged")
 AXES = ("wall_time", "step")
@@ -53,6 +56,8 @@ class Outcome:
     spent: float            # on the axis: what the whole run cost
     final: float | None     # last validation value; None for a diverged run
     budget: int | None      # the run's planned steps
+    peak_mb: float | None = None            # peak memory at its evaluations (mem_mb)
+    state_bytes: float | None = None        # optimizer state bytes per parameter
 
 
 def _spent(run: dict, params: dict, axis: str, clock_end: float | None) -> float:
@@ -74,6 +79,7 @@ def outcomes(store: Store, runs: Sequence[dict], metric: str, threshold: float |
     ids = [int(r["id"]) for r in runs]
     series = store.series_many(ids, metric, x="wall_time", max_points=ALL_POINTS) if ids else {}
     clock = store.series_many(ids, "train/loss", x="wall_time", max_points=ALL_POINTS) if ids else {}
+    peaks = peak_memory_mb(store, ids)
     out = []
     for run in runs:
         s = series[int(run["id"])]
@@ -89,7 +95,7 @@ def outcomes(store: Store, runs: Sequence[dict], metric: str, threshold: float |
             status=run["status"], confirm=CONFIRM_TAG in (run.get("tags") or []), time=hit,
             spent=max(_spent(run, params, axis, float(ends[-1]) if len(ends) else None), hit or 0.0),
             final=None if diverged or values.size == 0 else float(values[-1]),
-            budget=run.get("total_steps")))
+            budget=run.get("total_steps"), peak_mb=peaks[int(run["id"])], state_bytes=run_state_bytes(run)))
     return out
 
 
@@ -173,6 +179,14 @@ class Row:
     confirmed: bool | None                 # None: nothing was selected, so nothing to confirm
     arms: dict[str, list[Outcome]]
 
+    def state_bytes(self, arm: str) -> float | None:
+        """Optimizer state bytes per parameter of `arm` (candidate or baseline name)."""
+        return next((o.state_bytes for o in self.arms[arm] if o.state_bytes is not None), None)
+
+    def peak_mb(self, arm: str) -> float | None:
+        """The largest peak memory of `arm`'s runs, MB (None when none was logged)."""
+        return max((o.peak_mb for o in self.arms[arm] if o.peak_mb is not None), default=None)
+
     def as_json(self) -> dict:
         r = self.result
         return {"optimizer": self.candidate, "baseline": self.baseline, "metric": self.metric,
@@ -185,6 +199,11 @@ class Row:
                 "p_improvement": r.p_improvement, "verdict": self.verdict.word,
                 "sentence": self.verdict.sentence, "seeds_needed": self.verdict.seeds_needed,
                 "lr": self.lrs[self.candidate], "baseline_lr": self.lrs[self.baseline],
+                "seeds_needed_for": {f"{s:g}": self.result.seeds_needed(s) for s in PLAN_SPEEDUPS},
+                "optimizer_state_bytes_per_param": {"candidate": self.state_bytes(self.candidate),
+                                                    "baseline": self.state_bytes(self.baseline)},
+                "peak_memory_mb": {"candidate": self.peak_mb(self.candidate),
+                                   "baseline": self.peak_mb(self.baseline)},
                 "axis": self.axis, "confirmed": self.confirmed}
 
 
@@ -266,7 +285,7 @@ def compare(store: Store, experiment_id: int, *, metric: str | None = None, thre
     thresholds = [float(t) for t in thresholds]
     if not thresholds:
         raise ValueError(f"threshold: experiment {experiment_id} sets no target for {metric}; give one")
-    all_runs = store.list_runs(experiment_id=experiment_id)
+    all_runs = [r for r in store.list_runs(experiment_id=experiment_id) if BUDGET_TAG not in (r.get("tags") or [])]
     runs = [r for r in all_runs if r["status"] in COUNTED]
     left_out: dict[str, int] = defaultdict(int)
     for r in all_runs:
@@ -394,7 +413,8 @@ def chosen_lrs(store: Store, experiment_id: int) -> dict[str, float]:
     it sets no target, on the final value of its validation metric; {} when nothing was logged."""
     experiment = store.get_experiment(experiment_id)
     metric, _, thresholds = primary_target(experiment)
-    runs = store.list_runs(experiment_id=experiment_id, status=list(COUNTED))
+    runs = [r for r in store.list_runs(experiment_id=experiment_id, status=list(COUNTED))
+            if BUDGET_TAG not in (r.get("tags") or [])]
     logged = {k for r in runs for k in store.metric_keys(int(r["id"]))}
     if thresholds and metric in logged:
         return compare(store, experiment_id).selection.lrs

@@ -11,6 +11,7 @@ import pandas as pd
 import alto
 from alto.analysis.claims import PAPER_CLAIMS, beside, paper_scenario
 from alto.analysis.experiment import DEFAULT_STATUSES, grouped_series
+from alto.analysis.factors import CostFactor, default_cost, fleet_speedup, steps_factor
 from alto.analysis.measured import measure
 from alto.analysis.savings import DEFAULT_CARBON_KG_PER_KWH, GPU_TYPES, RoiInputs, roi
 from alto.plots import curves, seed_dots
@@ -18,9 +19,11 @@ from alto.store import Store
 
 from . import views
 
-DEFAULT_COSTS = dict(gpu_hourly_price=GPU_TYPES["H100"]["price"], gpus_per_job=8, baseline_hours_per_job=24.0,
-                     jobs_per_year=50, energy_kwh_per_gpu_hour=GPU_TYPES["H100"]["kwh"],
+DEFAULT_GPU = "H100"
+DEFAULT_COSTS = dict(gpu_hourly_price=GPU_TYPES[DEFAULT_GPU]["price"], gpus_per_job=8, baseline_hours_per_job=24.0,
+                     jobs_per_year=50, energy_kwh_per_gpu_hour=GPU_TYPES[DEFAULT_GPU]["kwh"],
                      carbon_kg_per_kwh=DEFAULT_CARBON_KG_PER_KWH)
+FLEET_KIND = "cuda"
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1d2433; }
@@ -85,12 +88,14 @@ def _claims_beside(store: Store, experiment_id: int, lrs: dict[str, float] | Non
 
 
 def build_report(store: Store, experiment_id: int, *, candidate: str | None = None, baseline: str | None = None,
-                 metric: str | None = None, threshold: float | None = None, costs: dict | None = None) -> str:
+                 metric: str | None = None, threshold: float | None = None, costs: dict | None = None,
+                 cost: CostFactor | None = None, fleet_gpu: str = DEFAULT_GPU) -> str:
     """The whole report as one HTML string (plotly.js inlined, no network needed to view it).
 
     It opens with the same verdict sentence as Compare, ROI and `alto compare` for the same
     candidate, baseline and target (defaults: verdicts.default_pair and the experiment's first
-    target)."""
+    target). The savings are for a fleet of `fleet_gpu`s at the cost-per-step factor `cost`
+    (default: the newest measured on a GPU, else 1.00 typed in and said so)."""
     experiment = store.get_experiment(experiment_id)
     runs = store.list_runs(experiment_id=experiment_id)
     config = experiment.get("config") or {}
@@ -105,10 +110,23 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
         problem = str(err)
     comparison = measured.comparison if measured else None
     metric = comparison.metric if comparison else (metric or "val/acc")
+    steps = steps_factor(store, measured) if measured is not None else None
+    fleet, refused = None, None
+    if steps is not None:
+        row = measured.row
+        cost = cost or default_cost(store, experiment_id, row.candidate, row.baseline, fleet_kind=FLEET_KIND)
+        try:
+            fleet = fleet_speedup(steps, cost, fleet_kind=FLEET_KIND, fleet_name=fleet_gpu)
+        except ValueError as err:
+            refused = str(err)
 
     sections = [f"<h1>ALTO Lab report: {_e(experiment['name'])}</h1>"]
     if measured is not None:
         sections.append(f"<p class='verdict'>{_e(measured.row.verdict.sentence)}</p>")
+        if fleet is not None:
+            sections.append(f"<p class='verdict'>{_e(fleet.sentence())}</p>")
+        elif refused:
+            sections.append(f"<p class='verdict'>Not computed for your fleet: {_e(refused)}</p>")
         for note in (views.selection_note(comparison), views.left_out_note(comparison)):
             if note:
                 sections.append(f"<p class='note'>{_e(note)}</p>")
@@ -152,13 +170,17 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
             sections += [f"<h3>{_e(metric)} {'≥' if comparison.mode == 'max' else '≤'} {t:g}</h3>",
                          _table(views.verdict_table(comparison, t)), _table(views.arm_table(comparison, t))]
         sections += [dots.to_html(full_html=False, include_plotlyjs="inline"), split]
+        if steps is not None:
+            sections += ["<h2>The factors and where each was measured</h2>",
+                         _table(views.factor_table(steps, cost, fleet)),
+                         *(f"<p class='note'>Note: {_e(w)}.</p>" for w in (fleet.warnings if fleet else ()))]
     sections += ["<h2>Setup</h2>", _table(setup), _table(hparams), "<h2>Curves</h2>",
                  *_figures(store, counted, metric, plotly_included=measured is not None)]
 
     columns = {}
-    inputs = measured.roi_inputs(**costs) if measured is not None else None
+    inputs = fleet.roi_inputs(**costs) if fleet is not None else None
     if inputs is not None:
-        columns["Measured (this experiment)"] = views.roi_rows(roi(inputs), inputs)
+        columns[views.FLEET_COLUMN] = views.roi_rows(roi(inputs), inputs, fleet)
     paper = paper_scenario(RoiInputs(speedup=1.0, speedup_low=1.0, speedup_high=1.0, evidence="claim", **costs))
     columns["Paper's claim (NOT measured here)"] = views.roi_rows(roi(paper), paper)
     roi_frame = pd.DataFrame(columns)

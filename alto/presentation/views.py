@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from alto.analysis.experiment import DEFAULT_STATUSES
+from alto.analysis.factors import CostFactor, FleetSpeedup, StepsFactor
+from alto.analysis.memory import MemoryFit
 from alto.analysis.savings import RoiInputs, RoiResult
 from alto.analysis.verdicts import Comparison, Row, arm_summaries
-from alto.store import Store
+from alto.store import BUDGET_TAG, Store
 
 from . import fmt
 from .fmt import MISSING
@@ -63,9 +65,11 @@ def default_threshold(metric: str, targets: Mapping | None) -> float | None:
 
 def default_run_ids(runs: Sequence[dict]) -> list[int]:
     """The runs a comparison shows by default: finished or diverged, or while there is none
-    of those, every run that has started (so a live experiment is not an empty page)."""
-    done = [r["id"] for r in runs if r["status"] in DEFAULT_STATUSES]
-    return done or [r["id"] for r in runs if r["status"] != "queued"]
+    of those, every run that has started (so a live experiment is not an empty page). Runs
+    shortened to confirm a speed-up at its budget are left out: their schedule differs."""
+    full = [r for r in runs if BUDGET_TAG not in (r.get("tags") or [])]
+    done = [r["id"] for r in full if r["status"] in DEFAULT_STATUSES]
+    return done or [r["id"] for r in full if r["status"] != "queued"]
 
 
 def keep_best_lr(runs: Sequence[dict], best: Mapping[str, float]) -> tuple[list[dict], list[str]]:
@@ -179,8 +183,18 @@ def verdict_table(comparison: Comparison, threshold: float | None = None) -> pd.
                 row.difference, row.metric),
             "verdict": row.verdict.word,
             "seeds per arm to resolve 1.2x": MISSING if row.verdict.seeds_needed is None else row.verdict.seeds_needed,
+            "optimizer state (bytes/param)": _versus(row.state_bytes(row.candidate), row.state_bytes(row.baseline),
+                                                     ".0f"),
+            "peak memory per run (MB)": _versus(row.peak_mb(row.candidate), row.peak_mb(row.baseline), ",.0f"),
         })
     return pd.DataFrame(rows)
+
+
+def _versus(candidate: float | None, baseline: float | None, spec: str) -> str:
+    """"16 vs 8" (candidate vs baseline), "–" for an unknown side."""
+    def one(v: float | None) -> str:
+        return MISSING if v is None else format(v, spec)
+    return f"{one(candidate)} vs {one(baseline)}"
 
 
 def arm_table(comparison: Comparison, threshold: float | None = None) -> pd.DataFrame:
@@ -226,8 +240,87 @@ def left_out_note(comparison: Comparison) -> str:
 
 # -- ROI -----------------------------------------------------------------------------------
 
-def roi_rows(result: RoiResult, inputs: RoiInputs) -> dict[str, str]:
-    """One column of the ROI table: each figure as 'estimate (low to high)'."""
+def factor_table(steps: StepsFactor, cost: CostFactor | None, fleet: FleetSpeedup | None = None,
+                 memory: MemoryFit | None = None) -> pd.DataFrame:
+    """The factors of a fleet saving, one row each, every one with where it was measured."""
+    def row(*cells: str) -> dict:
+        names = ("factor", "value", "status", "source", "workload", "device", "date")
+        return {name: MISSING if cell in ("", "-") else cell for name, cell in zip(names, cells)}
+
+    p = steps.provenance
+    interval = (f"{steps.low:.2f}–{steps.high:.2f}" + (" CI" if steps.calibrated else " range")
+                if steps.low < steps.high else "no interval")
+    used = f"{steps.estimate:.2f}x" + ("" if steps.estimate == steps.measured else
+                                       f" (measured {steps.measured:.2f}x)")
+    rows = [row("steps to target (baseline / candidate)", f"{used}, {interval}",
+                f"{steps.word}; {steps.budget_label()}", p.source, p.workload, p.device, p.date)]
+    if cost is not None:
+        c = cost.provenance
+        rows.append(row("cost per step (baseline / candidate)", f"{cost.ratio:.2f}x", cost.note, c.source,
+                        c.workload, c.device, c.date))
+    if memory is not None and fleet is not None and fleet.gpus != 1:
+        rows.append(row("GPUs per job (baseline / candidate)", f"{fleet.gpus:.2f}x", memory.sentence(),
+                        "memory check", "your model, typed in", "your fleet", "-"))
+    if fleet is not None:
+        spread = f"{fleet.low:.2f}–{fleet.high:.2f}" if fleet.low < fleet.high else "no interval"
+        rows.append(row("your fleet: the product", f"{fleet.estimate:.2f}x, {spread}", fleet.word,
+                        "steps × cost per step" + (" × GPUs" if fleet.gpus != 1 else ""), "-", fleet.fleet, "-"))
+    return pd.DataFrame(rows)
+
+
+def cost_choice(cost: CostFactor | None) -> str:
+    """A cost-per-step source as a select box shows it (None: a figure typed in)."""
+    if cost is None:
+        return "Type a figure in"
+    p = cost.provenance
+    return f"{p.source}: {p.workload.split(', optimizer step')[0]} — {p.device}, {p.date}"
+
+
+def roi_headline(result: RoiResult, fleet: FleetSpeedup) -> str:
+    """The fleet's ROI sentence with how the steps factor stands at budget."""
+    return f"{result.verdict} Steps to target: {fleet.steps.budget_label()}."
+
+
+def factors_json(steps: StepsFactor | None, cost: CostFactor | None) -> dict:
+    """Both factors with their provenance, for `alto compare --json`."""
+    out: dict = {"steps_to_target": None, "cost_per_step": None}
+    if steps is not None:
+        out["steps_to_target"] = {"ratio": steps.estimate, "measured": steps.measured, "low": steps.low,
+                                  "high": steps.high, "calibrated": steps.calibrated, "verdict": steps.word,
+                                  "budget": steps.budget_label(), "confirmed_at_budget": steps.confirmed_at_budget,
+                                  **vars(steps.provenance)}
+    if cost is not None:
+        out["cost_per_step"] = {"ratio": cost.ratio, "measured": cost.measured, "note": cost.note,
+                                **vars(cost.provenance)}
+    return out
+
+
+def factor_lines(steps: StepsFactor | None, cost: CostFactor | None) -> list[str]:
+    """The factors as lines of text (`alto compare`)."""
+    lines = []
+    if steps is not None:
+        lines.append(f"  steps to target: {steps.estimate:.2f}x ({steps.word}; {steps.budget_label()}) — "
+                     f"{steps.provenance.label()}")
+    if cost is not None:
+        lines.append(f"  cost per step:   {cost.ratio:.2f}x ({cost.note}) — {cost.provenance.label()}")
+    return lines
+
+
+def memory_table(row: Row) -> pd.DataFrame:
+    """Per arm: the optimizer's state bytes per parameter and the peak memory of its runs."""
+    return pd.DataFrame([{"optimizer": name + (" (baseline)" if name == row.baseline else ""),
+                          "optimizer state (bytes/param)": fmt.number(row.state_bytes(name)),
+                          "peak memory per run (MB)": fmt.number(row.peak_mb(name)),
+                          "runs": len(row.arms[name])}
+                         for name in (row.candidate, row.baseline)])
+
+
+FLEET_COLUMN = "Your fleet (steps × cost per step)"
+
+
+def roi_rows(result: RoiResult, inputs: RoiInputs, fleet: FleetSpeedup | None = None) -> dict[str, str]:
+    """One column of the ROI table: each figure as 'estimate (low to high)'; for a fleet's
+    saving the verdict says how its steps factor stands at budget."""
     interval = (f"{inputs.speedup:.2f}x ({inputs.speedup_low:.2f}x to {inputs.speedup_high:.2f}x)"
                 if inputs.has_ci else f"{inputs.speedup:.2f}x (no interval)")
     return {
@@ -239,7 +332,7 @@ def roi_rows(result: RoiResult, inputs: RoiInputs) -> dict[str, str]:
         "cost saved / year ($)": fmt.span(result.cost_saved, ",.0f"),
         "energy saved / year (kWh)": fmt.span(result.energy_kwh_saved, ",.0f"),
         "CO2e saved / year (kg)": fmt.span(result.co2e_kg_saved, ",.0f"),
-        "verdict": result.verdict,
+        "verdict": result.verdict if fleet is None else roi_headline(result, fleet),
     }
 
 

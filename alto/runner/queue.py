@@ -1,7 +1,9 @@
 """Turn a comparison (preset + choices) into one experiment row and its queued run rows."""
 from __future__ import annotations
 
-from alto.store import CONFIRM_TAG, Store
+from alto.analysis.budget import BudgetPlan, plan_budget, record_plan
+from alto.analysis.measured import measure
+from alto.store import BUDGET_TAG, CONFIRM_TAG, Store
 from alto.train.config import RunConfig
 from alto.train.presets import Preset, run_name
 from alto.train.tracking import TRACK_PRESET
@@ -50,4 +52,49 @@ def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], 
             ids.append(store.add_run(experiment_id, name=run_name(config, sweep_keys) + " (confirm)",
                                      optimizer=optimizer, seed=seed, lr=float(template["lr"]),
                                      config=config.to_dict(), tags=[CONFIRM_TAG]))
+    return ids
+
+
+def queue_budget_confirmation(store: Store, experiment_id: int, seeds: int, *, candidate: str | None = None,
+                              baseline: str | None = None, metric: str | None = None,
+                              threshold: float | None = None) -> tuple[BudgetPlan, list[int]]:
+    """Confirm at budget: queue the candidate (defaults as for `measure`) on `seeds` fresh seeds
+    with its run shortened to the baseline's steps / the measured steps-to-target ratio, and
+    record the plan beside them (`alto.analysis.budget`); returns the plan and the new run ids."""
+    plan = plan_budget(measure(store, experiment_id, candidate=candidate, baseline=baseline, metric=metric,
+                               threshold=threshold))
+    ids = queue_at_budget(store, experiment_id, plan.candidate, plan.lr, seeds, max_steps=plan.budget_steps)
+    record_plan(store, experiment_id, plan, ids)
+    return plan, ids
+
+
+def queue_at_budget(store: Store, experiment_id: int, optimizer: str, lr: float, seeds: int, *,
+                    max_steps: int) -> list[int]:
+    """Queue `optimizer` at `lr` on `seeds` seeds the experiment has not used yet, with its run
+    shortened to `max_steps`, tagged BUDGET_TAG; returns the new run ids. The LR schedule sees
+    the shorter run (its decay points are fractions of the run) and a warmup keeps its share."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise ValueError(f"seeds must be an integer from 1 to 100, got {seeds!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    runs = store.list_runs(experiment_id=experiment_id)
+    template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)
+                     and BUDGET_TAG not in (r.get("tags") or [])), None)
+    if template is None:
+        raise ValueError(f"lr: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
+    if TRACK_PRESET in template["tags"]:
+        raise ValueError(f"lr: the {optimizer} runs of experiment {experiment_id} were recorded by alto.track "
+                         "from your own script; run it again with fewer steps to confirm at budget")
+    warmup = template["config"].get("warmup_steps") or 0
+    if warmup and template.get("total_steps"):
+        warmup = min(max_steps - 1, round(warmup * max_steps / template["total_steps"]))
+    first_fresh = max((r["seed"] for r in runs), default=-1) + 1
+    sweep_keys = sorted((store.get_experiment(experiment_id).get("config") or {}).get("sweep") or {})
+    ids = []
+    for seed in range(first_fresh, first_fresh + seeds):
+        config = RunConfig.from_dict({**template["config"], "seed": seed, "max_steps": max_steps,
+                                      "warmup_steps": warmup})
+        ids.append(store.add_run(experiment_id, name=f"{run_name(config, sweep_keys)} ({max_steps} steps)",
+                                 optimizer=optimizer, seed=seed, lr=float(template["lr"]), config=config.to_dict(),
+                                 tags=[BUDGET_TAG]))
     return ids

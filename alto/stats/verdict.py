@@ -18,6 +18,7 @@ from .speedup import SpeedupResult
 
 EQUIVALENCE = (0.9, 1.11)  # speed-ups this close to 1 are "no meaningful difference"
 RESOLVE = 1.2              # the difference "seeds needed" is quoted for
+PLAN_SPEEDUPS = (1.1, 1.2, 1.3)  # the differences seed planning quotes seeds for
 WORDS = ("faster", "slower", "no meaningful difference", "not enough evidence")
 
 
@@ -49,13 +50,22 @@ def interval_text(result: SpeedupResult) -> str:
 
 def word_for(result: SpeedupResult, flags: tuple[str, ...] = (), margin: tuple[float, float] = EQUIVALENCE) -> str:
     """The verdict word alone (see the module docstring)."""
-    if result.interval_kind != "ci" or result.partial or flags:
+    calibrated = result.interval_kind == "ci" and not result.partial
+    return interval_word(result.low, result.high, calibrated=calibrated, flags=flags, margin=margin)
+
+
+def interval_word(low: float | None, high: float | None, *, calibrated: bool, flags: tuple[str, ...] = (),
+                  margin: tuple[float, float] = EQUIVALENCE) -> str:
+    """The verdict word for a speed-up interval [low, high]: decisive only when the interval is a
+    calibrated CI and nothing is flagged. `word_for` applies it to a measured result; a speed-up
+    built from one (e.g. a step ratio times a cost ratio) applies it to the scaled interval."""
+    if not calibrated or flags or low is None or high is None:
         return "not enough evidence"
-    if result.low > 1.0:
+    if low > 1.0:
         return "faster"
-    if result.high < 1.0:
+    if high < 1.0:
         return "slower"
-    if margin[0] <= result.low and result.high <= margin[1]:
+    if margin[0] <= low and high <= margin[1]:
         return "no meaningful difference"
     return "not enough evidence"
 

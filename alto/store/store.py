@@ -27,6 +27,7 @@ STATUSES = (
 )
 TERMINAL_STATUSES = ("finished", "failed", "cancelled", "diverged", "crashed")
 CONFIRM_TAG = "confirm"  # the tag of runs that re-test chosen learning rates on fresh seeds
+BUDGET_TAG = "confirm-budget"  # runs that re-test a speed-up with the schedule compressed to its budget
 
 # Columns update_run may change (id, experiment_id and created_at are fixed at creation).
 RUN_FIELDS = (

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from alto.access import actions
+from alto.analysis.planning import plan_for_preset
 from alto.data import dataset_names
 from alto.models import model_names
 from alto.optim import OPTIMIZERS, optimizer_names
@@ -136,6 +137,8 @@ if configs:
     steps = [estimate_steps(c) for c in configs]
     known = [x for x in steps if x]
     per_run = f", about {max(known):,} optimizer steps each" if known else ""
+    plan = plan_for_preset(s, preset.name if mode == "A preset" else None)
+    st.info(plan.sentence(int(seeds)), icon=":material/calculate:")  # beside the run count, before queuing
     st.success(f"**{len(configs)} runs** ({len(chosen)} optimizers × {int(seeds)} seeds"
                f"{' × LR grid' if any(lr_texts.values()) else ''}){per_run}. "
                f"Runs execute one at a time per device slot.")
