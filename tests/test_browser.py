@@ -21,7 +21,6 @@ from alto.store import Store
 from alto.train.presets import expand, parse_preset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = "/usr/bin/chromium"
 TINY_PRESET = """
 name = "tiny-demo"
 title = "Tiny demo"

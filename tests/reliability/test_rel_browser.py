@@ -30,7 +30,7 @@ from rel_support import ENV, free_port, group_alive, non_loopback_ipv4
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
+from conftest import CHROMIUM
 XSS_RUN = "<img src=x onerror=alert(1)>"
 XSS_EXPERIMENT = "Tiny <svg onload=alert(2)> comparison"
 XSS_NOTES = ("<script>alert(3)</script><b onmouseover=alert(4)>bold</b>"
