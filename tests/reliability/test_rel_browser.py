@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from alto.store import Store
+from conftest import CHROMIUM
 from rel_support import ENV, free_port, group_alive, non_loopback_ipv4
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-from conftest import CHROMIUM
 XSS_RUN = "<img src=x onerror=alert(1)>"
 XSS_EXPERIMENT = "Tiny <svg onload=alert(2)> comparison"
 XSS_NOTES = ("<script>alert(3)</script><b onmouseover=alert(4)>bold</b>"
