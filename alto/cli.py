@@ -101,8 +101,10 @@ def _train_here(store, runs: list[dict]) -> None:
     """Train queued `runs` one after the other in this process, each claimed first: a run that a
     supervisor of the same database (the app, `alto worker`) took is followed, never trained
     twice. Ctrl-C cancels the current run and skips the rest."""
+    from alto.train.memory import keep_freed_memory
     from alto.train.run import StopFlag, execute_run
 
+    keep_freed_memory()  # this process trains: keep what each step frees for the next
     flag = StopFlag().install()
     elsewhere = []  # runs a supervisor of the same database took first
     for run in runs:
