@@ -65,6 +65,11 @@ class ForkServerSpawn:
         self._server: ForkServer | None = None
         self._lock = threading.Lock()
 
+    @property
+    def server(self) -> ForkServer | None:
+        """The fork server started last (None before the first)."""
+        return self._server
+
     def warm_up(self) -> ForkServer:
         """The running fork server, started now if there is none (it imports for a few seconds)."""
         with self._lock:

@@ -222,7 +222,8 @@ class Supervisor:
     child process (see Spawn); by default a ForkServerSpawn when `python` is this interpreter,
     no GPU is used and ALTO_FORK_SERVER is not "0", else spawn_process. GPU runs start as new
     processes: forking them is safe only while nothing touched CUDA in the server, which no test
-    on a GPU has checked yet.
+    on a GPU has checked yet, and a later supervisor reads an adopted run's GPU from its
+    /proc/PID/environ, which in a forked child still shows the server's.
     """
 
     def __init__(
