@@ -53,9 +53,7 @@ def supervisors():
     made: list[Supervisor] = []
     yield made
     for sup in made:
-        sup.stop()
-        if isinstance(sup.spawn, ForkServerSpawn):
-            sup.spawn.close()
+        sup.stop()  # the shared fork server stays, for the next test
 
 
 def forking(store: Store, supervisors: list, **kwargs) -> Supervisor:
@@ -89,6 +87,7 @@ def heap_size(pid: int) -> int:
 
 # --- runs through the fork server ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_forked_run_is_its_own_process_and_finishes_with_its_metrics(store, supervisors):
     (run_id,) = queue(store, MEDIUM)
     sup = forking(store, supervisors)
@@ -125,6 +124,7 @@ def test_cancel_a_forked_run(store, supervisors):
     assert "killed" not in (run["error"] or "")  # it stopped itself on SIGTERM
 
 
+@pytest.mark.slow
 def test_runs_outlive_the_fork_server_and_the_next_run_gets_a_new_one(store, supervisors):
     (first,) = queue(store, LONG)
     (second,) = queue(store, 40)
@@ -352,6 +352,7 @@ def test_flatness_jobs_keep_freed_memory(filled_db, tmp_path):
 # --- the benchmarks -----------------------------------------------------------------------------
 
 @glibc_only
+@pytest.mark.slow
 def test_bench_memory_shows_fewer_faults_with_memory_kept():
     # one wide layer: its 42 MB activations lie above glibc's largest dynamic mmap threshold (32 MiB)
     config = RunConfig(dataset="digits", model="mlp", model_kwargs={"hidden": [8192]}, optimizer="sgd",
@@ -362,6 +363,7 @@ def test_bench_memory_shows_fewer_faults_with_memory_kept():
     assert row["faults_ratio"] > 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(_gpu_ids()), reason="the supervisor forks runs only on machines without GPUs")
 def test_bench_startup_command_prints_both_modes_and_their_ratio():
     out = subprocess.run([sys.executable, "-m", "alto.cli", "bench", "startup", "--preset", "demo-digits",

@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 # What runs and jobs import, imported once here. torch._dynamo is what torch.optim.Optimizer
@@ -78,6 +79,8 @@ def serve(sock: socket.socket) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Python 3.12+ warns at every fork of a process with threads; ours is jemalloc's (see above).
+    warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
     try:
         while True:
             readable = select.select([sock, wake_r], [], [], 5.0)[0]

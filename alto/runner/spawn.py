@@ -48,49 +48,56 @@ def spawn_process(argv: list[str], env: dict[str, str], log: BinaryIO) -> subpro
                             start_new_session=True)
 
 
+# One fork server per (interpreter, environment) in a process, shared by its supervisors: it lives
+# as long as the process, so it reaps the runs it forked also after their supervisor stopped.
+_servers: dict[tuple, ForkServer] = {}
+_servers_lock = threading.Lock()
+
+
 class ForkServerSpawn:
     """A Spawn that forks engine processes (`PYTHON -m alto.…`) from a warm fork server and starts
     everything else (torchrun, another interpreter, any command) with spawn_process, as it does
     engine processes when the server cannot start them.
 
     The server is started by warm_up() or the first call (which waits for its imports, about what
-    a new process would have spent), and again if it died. `server_env` is
-    the environment it starts with: what an interpreter reads only at start-up (PYTHONUNBUFFERED,
-    OMP_NUM_THREADS, ALTO_KEEP_FREED_MEMORY) is the server's for every forked child.
+    a new process would have spent), and again if it died. `server_env` is the environment it
+    starts with: what an interpreter reads only at start-up (PYTHONUNBUFFERED, OMP_NUM_THREADS,
+    ALTO_KEEP_FREED_MEMORY) is the server's for every forked child.
     """
 
     def __init__(self, python: str = sys.executable, server_env: dict[str, str] | None = None) -> None:
         self.python = python
         self.server_env = dict(os.environ if server_env is None else server_env)
-        self._server: ForkServer | None = None
-        self._lock = threading.Lock()
+        self._key = (python, tuple(sorted(self.server_env.items())))
 
     @property
     def server(self) -> ForkServer | None:
-        """The fork server started last (None before the first)."""
-        return self._server
+        """The fork server started last for this interpreter and environment (None before the first)."""
+        return _servers.get(self._key)
 
     def warm_up(self) -> ForkServer:
         """The running fork server, started now if there is none (it imports for a few seconds)."""
-        with self._lock:
-            if self._server is None or self._server.gone:
-                self._server = ForkServer(self.python, self.server_env)
-            return self._server
+        with _servers_lock:
+            server = _servers.get(self._key)
+            if server is None or server.gone:
+                server = _servers[self._key] = ForkServer(self.python, self.server_env)
+            return server
 
     def close(self) -> None:
         """Stop the server, if one runs (its children go on; a later call starts a new one)."""
-        with self._lock:
-            if self._server is not None:
-                self._server.close()
+        with _servers_lock:
+            server = _servers.pop(self._key, None)
+        if server is not None:
+            server.close()
 
     def __call__(self, argv: list[str], env: dict[str, str], log: BinaryIO) -> ChildProcess:
         if is_engine_command(argv, self.python):
-            server = self.warm_up()
-            if server.wait_ready(WARM_UP_TIMEOUT_S):
-                try:
+            try:
+                server = self.warm_up()
+                if server.wait_ready(WARM_UP_TIMEOUT_S):
                     return server.spawn(argv, env, log)
-                except OSError as err:
-                    logger.warning("the fork server could not start %s (%s); starting a new process", argv, err)
+            except OSError as err:
+                logger.warning("the fork server could not start %s (%s); starting a new process", argv, err)
         return spawn_process(argv, env, log)
 
 
@@ -143,8 +150,9 @@ class ForkServer:
                 raise OSError("the fork server is not running")
             socket.send_fds(self._sock, [request], [log.fileno()])
             answer = self._next_answer()
-        if "started" not in answer:
-            raise OSError(answer.get("error", f"unexpected answer {answer}"))
+            if "started" not in answer:
+                raise OSError(answer["error"])
+            self._exits.pop(answer["started"], None)  # a reused pid: that earlier child's end was reported already
         return ForkedProcess(answer["started"], self)
 
     def returncode(self, pid: int) -> int | None:

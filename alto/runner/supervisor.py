@@ -306,7 +306,10 @@ class Supervisor:
     def serve(self) -> None:
         """Tick every poll_s until request_stop()/stop() (the loop of start() and `alto worker`)."""
         if isinstance(self.spawn, ForkServerSpawn):
-            self.spawn.warm_up()  # it imports while nothing is queued yet
+            try:
+                self.spawn.warm_up()  # it imports while nothing is queued yet
+            except OSError:
+                log.exception("could not start the fork server; runs start as new processes")
         while not self._stop.is_set():
             try:
                 self.tick()
