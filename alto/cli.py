@@ -130,8 +130,10 @@ def _train_here(store, runs: list[dict]) -> None:
     """Train queued `runs` one after the other in this process, each claimed first: a run that a
     supervisor of the same database (the app, `alto worker`) took is followed, never trained
     twice. Ctrl-C cancels the current run and skips the rest."""
+    from alto.train.memory import keep_freed_memory
     from alto.train.run import StopFlag, execute_run
 
+    keep_freed_memory()  # this process trains: keep what each step frees for the next
     flag = StopFlag().install()
     elsewhere = []  # runs a supervisor of the same database took first
     for run in runs:
@@ -315,6 +317,43 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"alto: {err}") from None
     print(json.dumps(bench_telemetry(config, repeats=args.repeats)))
+    return 0
+
+
+def _bench_configs(args: argparse.Namespace, optimizers: list[str] | None, seeds: int | None, **overrides):
+    from alto.train.presets import expand, load_preset
+
+    try:
+        preset = load_preset(args.preset)
+        return preset, expand(preset, optimizers=optimizers, seeds=seeds,
+                              overrides={k: v for k, v in overrides.items() if v is not None})
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+
+
+def cmd_bench_memory(args: argparse.Namespace) -> int:
+    from alto.runner.bench import bench_memory
+
+    _, configs = _bench_configs(args, [args.optimizer], 1, max_steps=args.steps, batch_size=args.batch_size,
+                                device=args.device)
+    print(json.dumps(bench_memory(configs[0])))
+    return 0
+
+
+def cmd_bench_startup(args: argparse.Namespace) -> int:
+    from alto.runner.bench import bench_startup
+
+    optimizers = [o.strip() for o in args.optimizers.split(",")] if args.optimizers else None
+    preset, configs = _bench_configs(args, optimizers, args.seeds, max_steps=args.max_steps)
+    try:
+        records = bench_startup(preset, configs)
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    for record in records:
+        print(json.dumps(record), flush=True)
+    new, forked = records
+    print(json.dumps({"bench": "startup", "what": "queue_to_last_finish_new_process_over_fork_server",
+                      "ratio": round(new["queue_to_last_finish_s"] / forked["queue_to_last_finish_s"], 2)}))
     return 0
 
 
@@ -642,6 +681,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--threads", type=int, default=1)
     bench_train.add_argument("--repeats", type=int, default=2)
     bench_train.set_defaults(func=cmd_bench_train)
+
+    memory = bench_sub.add_parser("memory", help="page faults and system time per step: glibc's defaults vs "
+                                  "freed memory kept, the same run in two `python -m alto.train` processes")
+    memory.add_argument("--preset", default="fmnist-large-batch")
+    memory.add_argument("--optimizer", default="alto")
+    memory.add_argument("--steps", type=int, default=4)
+    memory.add_argument("--batch-size", type=int)
+    memory.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    memory.set_defaults(func=cmd_bench_memory)
+
+    startup = bench_sub.add_parser("startup", help="a preset's runs through a real supervisor: each a new "
+                                   "process vs forked from the warm fork server")
+    startup.add_argument("--preset", default="demo-digits")
+    startup.add_argument("--optimizers", metavar="A,B", help="subset of the preset's (default: all)")
+    startup.add_argument("--seeds", type=int, help="default: the preset's")
+    startup.add_argument("--max-steps", type=int)
+    startup.set_defaults(func=cmd_bench_startup)
 
     bench_store = bench_sub.add_parser("store", help="SQLite ingest rows/s (batched vs per step) and tail reads")
     bench_store.add_argument("--rows", type=int, default=200_000)

@@ -44,6 +44,7 @@ from alto.train.checkpoint import load_weights
 from alto.train.config import RunConfig
 from alto.train.device import resolve_device
 from alto.train.loop import SPLIT_SEED
+from alto.train.memory import keep_freed_memory
 
 KIND = "flatness"
 DEFAULTS = {"pair": ["alto", "lamb"], "batch_size": 512, "iters": 20, "trace_samples": 30,
@@ -272,6 +273,7 @@ def _on_sigterm(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m alto.probes.flatness_job JOB_ID [--db PATH]`: what the supervisor starts."""
+    keep_freed_memory()
     parser = argparse.ArgumentParser(prog="python -m alto.probes.flatness_job")
     parser.add_argument("job_id", type=int)
     parser.add_argument("--db", default=default_db())

@@ -11,6 +11,10 @@ Background analysis jobs (the `jobs` table, e.g. flatness) go through the same p
 (`python -m <JOB_MODULES[kind]> JOB_ID --db PATH`) and share the slots with runs; being short, a
 queued job takes the next free slot before queued runs. What differs between the two is one
 `Kind` record each, RUN and JOB: jobs have no heartbeat, so they never stall.
+
+On a machine without GPUs both are forked from a warm fork server (alto.runner.spawn) that has
+imported torch and the engine once, so a run starts in a fraction of a second; its process is
+the same `python -m alto.train RUN_ID --db PATH` in every respect the supervisor relies on.
 """
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -27,12 +30,15 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from alto import paths
 from alto.access.tokens import EDITOR_ENV, VIEWER_ENV
 from alto.command import run_argv
 from alto.store import Store
+
+from .spawn import OFF_ENV as FORK_SERVER_OFF_ENV
+from .spawn import ChildProcess, ForkServerSpawn, Spawn, spawn_process
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +46,6 @@ LOG_TAIL_LINES = 40
 ERROR_CHARS = 4000
 StatusCallback = Callable[[dict, str | None, str], None]  # (run, old status, new status)
 JOB_MODULES = {"flatness": "alto.probes.flatness_job"}  # job kind -> module run as its process
-
-
-class ChildProcess(Protocol):
-    """What the supervisor needs of a started process (subprocess.Popen has it)."""
-
-    pid: int
-    returncode: int | None
-
-    def poll(self) -> int | None: ...
-
-
-# How a child is started: (argv, environment, log file) -> a process leading its own session,
-# so that its process group id is its pid. The one place to change to start children otherwise.
-Spawn = Callable[[list[str], dict[str, str], BinaryIO], ChildProcess]
-
-
-def spawn_process(argv: list[str], env: dict[str, str], log: BinaryIO) -> subprocess.Popen:
-    """Start `argv` (a list of arguments, never a shell string) in a new session, its output
-    appended to `log`."""
-    return subprocess.Popen([*argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
 
 
 @dataclass(frozen=True)
@@ -215,6 +200,11 @@ def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _orphaned(process: ChildProcess) -> bool:
+    """A forked child whose fork server ended first: nobody can report its exit status now."""
+    return getattr(process, "orphaned", False)
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -233,7 +223,11 @@ class Supervisor:
     """Launches queued runs and jobs while a slot is free and keeps their statuses true to their processes.
 
     `db` is a database path or an open Store (then shared with the caller). `spawn` starts each
-    child process (see Spawn).
+    child process (see Spawn); by default a ForkServerSpawn when `python` is this interpreter,
+    no GPU is used and ALTO_FORK_SERVER is not "0", else spawn_process. GPU runs start as new
+    processes: forking them is safe only while nothing touched CUDA in the server, which no test
+    on a GPU has checked yet, and a later supervisor reads an adopted run's GPU from its
+    /proc/PID/environ, which in a forked child still shows the server's.
     """
 
     def __init__(
@@ -247,7 +241,7 @@ class Supervisor:
         log_dir: Path | None = None,
         python: str = sys.executable,
         on_change: StatusCallback | None = None,
-        spawn: Spawn = spawn_process,
+        spawn: Spawn | None = None,
     ) -> None:
         self.store = db if isinstance(db, Store) else Store(db)
         self.db_path = self.store.path
@@ -261,6 +255,9 @@ class Supervisor:
         self.log_dir = Path(log_dir) if log_dir else paths.log_dir(self.db_path)
         self.python = python
         self.on_change = on_change
+        if spawn is None:
+            forking = python == sys.executable and not self.gpus and os.environ.get(FORK_SERVER_OFF_ENV) != "0"
+            spawn = ForkServerSpawn(python, _child_env(None)) if forking else spawn_process
         self.spawn = spawn
         self.lock_path = paths.lock_path(self.db_path)
         self._lock_fd: int | None = None
@@ -312,6 +309,11 @@ class Supervisor:
 
     def serve(self) -> None:
         """Tick every poll_s until request_stop()/stop() (the loop of start() and `alto worker`)."""
+        if isinstance(self.spawn, ForkServerSpawn):
+            try:
+                self.spawn.warm_up()  # it imports while nothing is queued yet
+            except OSError:
+                log.exception("could not start the fork server; runs start as new processes")
         while not self._stop.is_set():
             try:
                 self.tick()
@@ -349,7 +351,7 @@ class Supervisor:
         if not self.try_lead():
             return
         with _orphans_lock:
-            _orphans[:] = [p for p in _orphans if p.poll() is None]
+            _orphans[:] = [p for p in _orphans if p.poll() is None and not _orphaned(p)]
         with self._mutex:
             busy = self._reconcile(RUN) + self._reconcile(JOB)
             for kind in (JOB, RUN):
@@ -368,8 +370,10 @@ class Supervisor:
     def _reconcile(self, kind: Kind) -> list[str | None]:
         """Fix statuses of dead or silent runs (or jobs); returns the GPU (or None) of each live one."""
         mine = {row_id: child for (noun, row_id), child in self._children.items() if noun == kind.noun}
-        for child in mine.values():
+        for row_id, child in list(mine.items()):
             child.process.poll()  # reaps: no zombies
+            if _orphaned(child.process):  # follow it by pid, as after a restart
+                del mine[row_id], self._children[(kind.noun, row_id)]
         busy: list[str | None] = []
         now = time.time()
         for row in kind.select(self.store, status=list(kind.unfinished)):
