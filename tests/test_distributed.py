@@ -93,6 +93,21 @@ def test_two_gloo_ranks_match_one_process_and_only_rank_0_writes(tmp_path):
     assert holders == {run["pid"]}, f"processes that opened the database: {holders}, rank 0: {run['pid']}"
 
 
+@pytest.mark.slow
+def test_a_world_of_one_under_torchrun_takes_the_process_group_path(tmp_path):
+    """What the GPU smoke check does with NCCL on one GPU, here with gloo."""
+    store = Store(tmp_path / "runs.db")
+    run_id = queue(store, max_steps=20)
+    argv = launch_argv(run_id, str(store.path), {}, sys.executable, torchrun=True)
+    assert argv[:4] == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node"] and "1" in argv
+    proc = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    params = store.get_params(run_id)
+    assert store.get_run(run_id)["status"] == "finished"
+    assert params["process_group"] is True and params["world_size"] == 1
+    assert len(store.series(run_id, "train/loss")["step"]) == 20
+
+
 def _is_rank(proc: Path, run_id: int, db: Path) -> bool:
     """A rank process of this run of this test's database (other tests may run `alto.train 1` too)."""
     try:

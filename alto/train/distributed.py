@@ -26,11 +26,12 @@ class Dist:
 
 
 def from_env() -> Dist | None:
-    """The torchrun environment, or None for a plain single-process run."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """The torchrun environment, or None for a plain single-process run. A world of one launched
+    by torchrun takes the process-group path too (on one GPU that proves the NCCL launch)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
-    return Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]),
+                local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def init(ctx: Dist) -> None:
@@ -50,11 +51,12 @@ def broadcast(obj, ctx: Dist):
     return box[0]
 
 
-def launch_argv(run_id: int, db_path: str, config: dict, python: str) -> list[str]:
-    """The command that starts one run: plain, or under torchrun for several processes."""
+def launch_argv(run_id: int, db_path: str, config: dict, python: str, *, torchrun: bool | None = None) -> list[str]:
+    """The command that starts one run: plain, or under torchrun for several processes (or, with
+    torchrun=True, for one: the GPU smoke check launches a world of one)."""
     module = ["-m", "alto.train", str(run_id), "--db", str(db_path)]
     nproc, nnodes = int(config.get("nproc_per_node") or 1), int(config.get("nnodes") or 1)
-    if nproc * nnodes <= 1:
+    if not (torchrun if torchrun is not None else nproc * nnodes > 1):
         return [python, *module]
     rendezvous = (["--standalone"] if nnodes == 1 else
                   ["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", config["rdzv_endpoint"]])

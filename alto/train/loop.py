@@ -256,7 +256,8 @@ def train(config: RunConfig, *, writer=None, checkpoint_dir: str | Path | None =
                   "steps_per_epoch": plan.steps_per_epoch, "n_params": count_parameters(model),
                   "n_train": plan.n_train, "device": str(device), "precision": "bf16" if run.bf16 else "fp32",
                   "start_step": start_step, "torch": torch.__version__, "world_size": plan.world,
-                  "per_rank_batch": plan.micro * config.accumulation, "detail_every": plan.detail_every})
+                  "per_rank_batch": plan.micro * config.accumulation, "detail_every": plan.detail_every,
+                  "process_group": dist_ctx is not None})
     probes = StepProbes(optimizer, [p for p in model.parameters() if p.requires_grad], enabled=config.telemetry)
     clock = StepClock(device)
     telemetry = Telemetry(writer, clock, layer_names=probes.layer_names(), position=plan.position,
