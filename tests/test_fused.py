@@ -179,7 +179,9 @@ def test_telemetry_statistics_match():
     for got, want in zip(fast, ref):
         assert got.keys() == want.keys()
         for key in want:
-            torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7, equal_nan=True,
+            # cosines can be near zero: their error is absolute; the rest are norms and ratios
+            tol = dict(rtol=0, atol=1e-6) if key.startswith("cos_") else dict(rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(got[key], want[key], **tol, equal_nan=True,
                                        msg=lambda m, key=key: f"{key}: {m}")
     # the parameter that stays zero has trust ratio 1 (reference rule); only the decay group counts
     assert fast[-1]["trust_ratios"].numel() == 4

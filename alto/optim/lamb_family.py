@@ -1,8 +1,9 @@
-"""ALTO and Lamb: one functional core with a multi-tensor and a per-tensor path.
+"""ALTO and Lamb: one update rule, run three ways (plus the Triton kernels of alto.optim.fused).
 
 Lamb is ALTO without the gradient-difference term `a`. Both first clip all gradients together
-(global L2 norm), then per tensor:
+(global L2 norm, coefficient c), then per tensor:
 
+    g = c*g
     a = b1*a + (1-b1)*(g - prev);  g~ = g + alpha*a;  prev = g          (ALTO only)
     m = b2*m + (1-b2)*g~;  v = b3*v + (1-b3)*g~^2
     u = (m / (1-b2^t)) / (sqrt(v / (1-b3^t)) + eps)                   (bias correction optional)
@@ -10,7 +11,16 @@ Lamb is ALTO without the gradient-difference term `a`. Both first clip all gradi
                            else:       p -= lr * u
     paper trust ratio:     u += wd*p; p -= lr * phi(|p|) / (|u| + eps2*phi(|p|)) * u, phi(x) = x + eps3
 
-The update rule is section 3 of the paper (Algorithm 1). Nothing here reads a tensor value on the host.
+The update rule is section 3 of the paper (Algorithm 1). The three implementations:
+
+* `lamb_cache_blocked`, the CPU path: tensor by tensor, in chunks that stay in the cache.
+* `lamb_multi_tensor`, the portable path (CUDA without the kernels, dtypes they do not cover):
+  torch's multi-tensor (`_foreach_*`) operations over the whole bucket; nothing in it reads a
+  tensor value on the host.
+* `lamb_single_tensor`, a plain loop in the shape of the authors' reference code (foreach=False).
+
+All compute u = wd*p + (sqrt(bc2)/bc1) * m / (sqrt(v) + eps*sqrt(bc2)), the same quantity in the
+same order of operations, so they agree to rounding.
 """
 from __future__ import annotations
 
@@ -24,147 +34,224 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _validate as check
-from ._lamb_math import TRUST_RATIOS, applies_trust_ratio, bias_corrections, trust_ratio_of
-from ._telemetry import StepStats, sumsq
+from ._lamb_math import (TRUST_RATIOS, applies_trust_ratio, bias_correction_scalars,
+                         refuse_cuda_graph_capture, trust_ratio_of)
+from ._layout import flat_views
+from ._telemetry import (A_G_DOT, A_SQ, DIFF_SQ, G_PREV_DOT, G_SQ, P_SQ, PREV_SQ, UPD_SQ, StepStats,
+                         sumsq_each)
 from .adaptor import adapt_gradients_
-from .clip import clip_grads_, group_by_device_dtype
+from .clip import clip_coefficient, group_by_device_dtype
 
-CPU_BLOCK_ELEMS = 1 << 20  # 4 MB per fp32 buffer: measured best of 2^14..2^30 on a 2-core EPYC VM
-
-
-def _split_into_chunks(lists: list[list[Tensor]], max_elems: int) -> tuple[list[list[Tensor]], list[int]]:
-    """Cut every large contiguous tensor into flat views of at most max_elems elements.
-
-    Returns the chunked lists (aligned across `lists`) and, per chunk, the index of its tensor.
-    """
-    out: list[list[Tensor]] = [[] for _ in lists]
-    owners: list[int] = []
-    for i in range(len(lists[0])):
-        tensors = [lst[i] for lst in lists]
-        n = tensors[0].numel()
-        if n <= max_elems or not all(t.is_contiguous() for t in tensors):
-            pieces = [[t] for t in tensors]
-        else:
-            pieces = [list(t.view(-1).split(max_elems)) for t in tensors]
-        for o, piece in zip(out, pieces):
-            o.extend(piece)
-        owners.extend([i] * len(pieces[0]))
-    return out, owners
+# Elements per chunk of the CPU path: the chunk of a tensor and of its five state and scratch
+# buffers (7 x 1 MiB in fp32) stays in a 2-core EPYC VM's L2+L3 while the whole update runs on
+# it; measured best of 2^14..2^22 there with `alto bench optim --device cpu`.
+CPU_BLOCK_ELEMS = 1 << 18
+# The multi-tensor path expands per-tensor scales to per-element ones in runs of at most this
+# many elements (128 MiB in fp32), see `_add_scaled_`.
+EXPAND_ELEMS = 1 << 25
 
 
-def _blocks(chunks: list[Tensor], max_elems: int | None) -> list[list[int]]:
-    """Consecutive chunk indices grouped into blocks of at most max_elems elements (None: one block)."""
-    if max_elems is None:
-        return [list(range(len(chunks)))]
-    blocks, current, size = [], [], 0
-    for j, c in enumerate(chunks):
-        if current and size + c.numel() > max_elems:
-            blocks.append(current)
-            current, size = [], 0
-        current.append(j)
-        size += c.numel()
-    return blocks + [current] if current else blocks
+def _dot(x: Tensor, y: Tensor) -> float:
+    return torch.dot(x.reshape(-1), y.reshape(-1)).item()
 
 
-def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-                      exp_avg_sqs: list[Tensor], steps: list[Tensor],
-                      adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
-                      alpha: float, beta1: float, beta2: float, beta3: float, lr: float, eps: float,
-                      weight_decay: float, bias_correction: bool, trust_ratio: str,
-                      stats: StepStats | None = None, block_elems: int | None = None) -> None:
-    """One ALTO (adaptors given) or Lamb (adaptors None) step on already-clipped gradients.
+def _chunks(tensors: tuple[Tensor, ...], block_elems: int) -> list[tuple[Tensor, ...]]:
+    """A tensor and its state cut into aligned flat pieces of at most block_elems elements (the
+    whole tensors, unflattened, when they do not share one dense layout)."""
+    flat = flat_views(tensors)
+    if flat is None:
+        return [tensors]
+    return list(zip(*(t.split(block_elems) for t in flat)))
 
-    All lists must share one device and dtype (callers bucket them). Two passes, like a fused
-    kernel: pass 1 updates the state, writes u into the gradient buffer and collects per-tensor
-    norms; the trust ratios of all tensors are then computed in one op; pass 2 applies them.
-    Nothing is allocated per parameter: `prevs` is scratch for g - prev and the gradient buffers
-    hold g~ (as the reference hands g~ on), then u. With `block_elems` (used on the CPU) each
-    pass runs over cache-sized blocks of tensor chunks instead of over all tensors at once.
+
+def lamb_cache_blocked(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                       exp_avg_sqs: list[Tensor], adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
+                       step_counts: Tensor, clip_coef: float, alpha: float, beta1: float, beta2: float,
+                       beta3: float, lr: float, eps: float, weight_decay: float, bias_correction: bool,
+                       trust_ratio: str, stats: StepStats | None = None,
+                       block_elems: int = CPU_BLOCK_ELEMS) -> None:
+    """One ALTO (adaptors given) or Lamb (adaptors None) step of a bucket of CPU tensors.
+
+    A pass of torch operations over a tensor that does not fit in the cache costs a trip to
+    memory each, and an update is about fifteen operations. Here every chunk of a tensor and its
+    state goes through the whole chain while it is in the cache; once all chunks of the tensor
+    are done its trust ratio is known, and the parameter update runs over the same chunks, still
+    in the cache for all but the largest tensors. g~ and u live in a chunk-sized scratch buffer
+    when the tensor is one chunk (the gradient is then only read), else in the gradient buffer.
+    The gradients arrive unclipped: the clip coefficient is folded into the first operations
+    that read them. Per-tensor scalars (bias corrections, trust ratio) are host numbers: on the
+    CPU, reading a tensor is not a device synchronisation.
     """
     if not params:
         return
-    torch._foreach_add_(steps, 1)
-    lists = [params, grads, exp_avgs, exp_avg_sqs] + ([adaptors, prevs] if adaptors is not None else [])
-    if block_elems is not None:
-        lists, owners = _split_into_chunks(lists, block_elems)
-    else:
-        owners = list(range(len(params)))
-    ps, us, ms, vs = lists[:4]
-    blocks = _blocks(ps, block_elems)
-    if bias_correction:
-        bc1, bc2_sqrt = bias_corrections(steps, beta2, beta3)
-        eps_scaled = [eps * bc2_sqrt[i] for i in owners]
-        u_scale = [bc2_sqrt[i] / bc1[i] for i in owners]
+    c = clip_coef
+    with_a = adaptors is not None
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     need_norms = apply_ratio or stats is not None
-    p_sq, u_sq = [], []
+    if bias_correction:
+        eps_hats, u_scales = (t.tolist() for t in bias_correction_scalars(step_counts, beta2, beta3, eps))
+    scratch = torch.empty(2, min(block_elems, max(p.numel() for p in params)), dtype=params[0].dtype)
+    sums = [0.0] * (A_G_DOT + 1 if with_a else 2)  # telemetry, in the order of _telemetry.SUMS
+    ratios = []
+    roles = [params, grads, exp_avgs, exp_avg_sqs] + ([adaptors, prevs] if with_a else [])
+    for i, tensors in enumerate(zip(*roles)):
+        eps_hat, u_scale = (eps_hats[i], u_scales[i]) if bias_correction else (eps, 1.0)
+        chunks = _chunks(tensors, block_elems)
+        fits = chunks[0][0].numel() <= scratch.shape[1]
+        u_in_scratch = len(chunks) == 1 and fits
+        updates = []
+        p_sq = u_sq = 0.0
+        for x, g, m, v, *state in chunks:
+            k = x.numel()
+            u = scratch[0, :k].view(x.shape) if u_in_scratch else g  # holds g~, then u
+            denom = scratch[1, :k].view(x.shape) if fits else torch.empty_like(v)
+            if with_a:
+                a, prev = state
+                if stats is not None:
+                    sums[G_SQ] += c * c * _dot(g, g)
+                    sums[PREV_SQ] += _dot(prev, prev)
+                    sums[G_PREV_DOT] += c * _dot(g, prev)
+                prev.sub_(g, alpha=c)                         # prev - c*g
+                a.mul_(beta1).sub_(prev, alpha=1 - beta1)     # a = b1*a + (1-b1)*(c*g - prev)
+                if stats is not None:
+                    sums[DIFF_SQ] += _dot(prev, prev)
+                    sums[A_SQ] += _dot(a, a)
+                torch.mul(g, c, out=prev)                     # prev = c*g
+                if stats is not None:
+                    sums[A_G_DOT] += _dot(a, prev)
+                g_tilde = torch.add(prev, a, alpha=alpha, out=u) if alpha != 0 else prev
+            else:
+                g_tilde = g if c == 1.0 else torch.mul(g, c, out=u)
+            m.lerp_(g_tilde, 1 - beta2)
+            v.mul_(beta3).addcmul_(g_tilde, g_tilde, value=1 - beta3)
+            torch.sqrt(v, out=denom).add_(eps_hat)
+            if weight_decay != 0:  # u = wd*p + u_scale * m / denom
+                torch.mul(x, weight_decay, out=u).addcdiv_(m, denom, value=u_scale)
+            else:
+                torch.div(m, denom, out=u)
+                if u_scale != 1.0:
+                    u.mul_(u_scale)
+            if need_norms:
+                p_sq += _dot(x, x)
+                u_sq += _dot(u, u)
+            updates.append((x, u))
+        u_norm = u_sq ** 0.5
+        ratio = trust_ratio_of(p_sq ** 0.5, u_norm, trust_ratio) if apply_ratio else 1.0
+        for x, u in updates:
+            x.add_(u, alpha=-lr * ratio)
+            if stats is not None:
+                sums[P_SQ] += _dot(x, x)
+        sums[UPD_SQ] += (lr * ratio * u_norm) ** 2
+        ratios.append(ratio)
+    if stats is not None:
+        stats.add_sums(P_SQ, torch.tensor(sums, dtype=params[0].dtype))
+        if apply_ratio:
+            stats.trust_ratios.append(torch.tensor(ratios, dtype=params[0].dtype))
 
-    for block in blocks:  # pass 1
-        p, u, m, v = ([lst[j] for j in block] for lst in (ps, us, ms, vs))
-        if adaptors is not None:
-            adapt_gradients_(u, [lists[4][j] for j in block], [lists[5][j] for j in block],
-                             alpha=alpha, beta=beta1, stats=stats)
-        torch._foreach_lerp_(m, u, 1 - beta2)
-        torch._foreach_mul_(v, beta3)
-        torch._foreach_addcmul_(v, u, u, value=1 - beta3)
-        # u = (m/bc1) / (sqrt(v/bc2) + eps) = (sqrt(bc2)/bc1) * m / (sqrt(v) + eps*sqrt(bc2))
-        torch._foreach_copy_(u, v)
-        torch._foreach_sqrt_(u)
-        torch._foreach_add_(u, [eps_scaled[j] for j in block] if bias_correction else eps)
-        torch._foreach_reciprocal_(u)
-        torch._foreach_mul_(u, m)
-        if bias_correction:
-            torch._foreach_mul_(u, [u_scale[j] for j in block])
-        if weight_decay != 0:
-            torch._foreach_add_(u, p, alpha=weight_decay)
-        if need_norms:
-            p_sq.extend(torch._foreach_norm(p))
-            u_sq.extend(torch._foreach_norm(u))
 
-    ratio = None
-    if need_norms:
-        p_norm, u_norm = torch.stack(p_sq), torch.stack(u_sq)
-        if block_elems is not None:  # chunk norms -> tensor norms (CPU only: the index is built on the host)
-            owner_index = torch.tensor(owners, device=params[0].device)
-            p_norm = torch.zeros(len(params), device=p_norm.device, dtype=p_norm.dtype).index_add_(
-                0, owner_index, p_norm.square()).sqrt()
-            u_norm = torch.zeros_like(p_norm).index_add_(0, owner_index, u_norm.square()).sqrt()
+def _runs(numels: list[int], max_elems: int) -> list[tuple[int, int]]:
+    """(start, stop) index ranges of consecutive tensors holding at most max_elems elements
+    together (a larger tensor gets a run of its own)."""
+    runs, start, size = [], 0, 0
+    for i, n in enumerate(numels):
+        if i > start and size + n > max_elems:
+            runs.append((start, i))
+            start, size = i, 0
+        size += n
+    return runs + [(start, len(numels))]
+
+
+@functools.lru_cache(maxsize=64)
+def _device_numels(numels: tuple[int, ...], device: torch.device) -> Tensor:
+    counts = torch.tensor(numels, dtype=torch.int64)
+    if device.type == "cuda":
+        counts = counts.pin_memory()
+    return counts.to(device, non_blocking=True)
+
+
+def _add_scaled_(params: list[Tensor], updates: list[Tensor], scales: Tensor) -> None:
+    """params[i] += scales[i] * updates[i] for every i, `scales` a device tensor, in few launches.
+
+    torch's multi-tensor kernels take per-tensor scalars only as host numbers; given a list of 0-d
+    device tensors they fall back to one launch per tensor. Expanding the scales to one value per
+    element (in runs of at most EXPAND_ELEMS elements) keeps every launch a multi-tensor one, for
+    8 more bytes of traffic per fp32 parameter.
+    """
+    numels = [p.numel() for p in params]
+    device = params[0].device
+    for start, stop in _runs(numels, EXPAND_ELEMS):
+        sizes = numels[start:stop]
+        per_element = torch.repeat_interleave(scales[start:stop], _device_numels(tuple(sizes), device),
+                                              output_size=sum(sizes))
+        views = [e.view(p.shape) for e, p in zip(per_element.split(sizes), params[start:stop])]
+        torch._foreach_addcmul_(params[start:stop], updates[start:stop], views)
+
+
+def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                      exp_avg_sqs: list[Tensor], adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
+                      step_counts: Tensor, clip_coef: Tensor, alpha: float, beta1: float, beta2: float,
+                      beta3: float, lr: float, eps: float, weight_decay: float, bias_correction: bool,
+                      trust_ratio: str, stats: StepStats | None = None) -> None:
+    """One ALTO (adaptors given) or Lamb (adaptors None) step of a bucket, in multi-tensor ops.
+
+    All lists must share one device and dtype (callers bucket them). Two passes, like the fused
+    kernels: the first updates the state, writes u into the gradient buffers and takes per-tensor
+    norms; the trust ratios of all tensors are then computed in one op; the second applies them.
+    Every operation is one launch over the whole bucket (about 14 passes over memory); the only
+    temporaries are sqrt(v) and, in the second pass, the expanded scales.
+    """
+    if not params:
+        return
+    device, dtype = params[0].device, params[0].dtype
+    torch._foreach_mul_(grads, clip_coef.to(device=device, dtype=dtype))
+    if adaptors is not None:
+        adapt_gradients_(grads, adaptors, prevs, alpha=alpha, beta=beta1, stats=stats)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
+    torch._foreach_mul_(exp_avg_sqs, beta3)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta3)
+    if bias_correction:
+        eps_hat, u_scale = (t.tolist() for t in bias_correction_scalars(step_counts, beta2, beta3, eps))
+    else:
+        eps_hat, u_scale = eps, 1.0
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, eps_hat)
+    torch._foreach_zero_(grads)  # u = wd*p + u_scale * m / denom, written into the gradient buffers
+    if weight_decay != 0:
+        torch._foreach_add_(grads, params, alpha=weight_decay)
+    torch._foreach_addcdiv_(grads, exp_avgs, denom, u_scale)
+    del denom
+
+    apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
+    if apply_ratio or stats is not None:
+        p_norm, u_norm = torch.stack(torch._foreach_norm(params + grads)).view(2, -1)
     if apply_ratio:
         ratio = trust_ratio_of(p_norm, u_norm, trust_ratio)
-        scales = ratio * -lr
-        scales = (scales if block_elems is None else scales[owner_index]).unbind(0)
-
-    for block in blocks:  # pass 2
-        p, u = [ps[j] for j in block], [us[j] for j in block]
-        if ratio is not None:
-            torch._foreach_mul_(u, [scales[j] for j in block])
-            torch._foreach_add_(p, u)
-        else:
-            torch._foreach_add_(p, u, alpha=-lr)
+        _add_scaled_(params, grads, ratio * -lr)
+    else:
+        torch._foreach_add_(params, grads, alpha=-lr)
 
     if stats is not None:
-        step_norm = u_norm * lr if ratio is None else u_norm * ratio * lr
-        stats.add("upd_sq", step_norm.square().sum())
-        stats.add("p_sq", sumsq(params))
-        if ratio is not None:
+        step_norm = u_norm * lr if not apply_ratio else u_norm * ratio * lr
+        stats.add_sums(P_SQ, torch.cat([sumsq_each([params]), step_norm.square().sum().reshape(1)]))
+        if apply_ratio:
             stats.trust_ratios.append(ratio)
 
 
 def lamb_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-                       exp_avg_sqs: list[Tensor], steps: list[Tensor],
-                       adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
-                       alpha: float, beta1: float, beta2: float, beta3: float, lr: float, eps: float,
-                       weight_decay: float, bias_correction: bool, trust_ratio: str,
-                       stats: StepStats | None = None) -> None:
+                       exp_avg_sqs: list[Tensor], adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
+                       step_counts: Tensor, clip_coef: Tensor, alpha: float, beta1: float, beta2: float,
+                       beta3: float, lr: float, eps: float, weight_decay: float, bias_correction: bool,
+                       trust_ratio: str, stats: StepStats | None = None) -> None:
     """The same step, one tensor at a time (the shape of the authors' reference loop)."""
     if stats is not None:  # telemetry is a multi-tensor feature; reuse that path for it
-        return lamb_multi_tensor(params, grads, exp_avgs, exp_avg_sqs, steps, adaptors, prevs,
-                                 alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, lr=lr, eps=eps,
-                                 weight_decay=weight_decay, bias_correction=bias_correction,
+        return lamb_multi_tensor(params, grads, exp_avgs, exp_avg_sqs, adaptors, prevs, step_counts=step_counts,
+                                 clip_coef=clip_coef, alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, lr=lr,
+                                 eps=eps, weight_decay=weight_decay, bias_correction=bias_correction,
                                  trust_ratio=trust_ratio, stats=stats)
+    for g in grads:
+        g.mul_(clip_coef.to(device=g.device, dtype=g.dtype))
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
-    for i, (p, g, m, v, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
-        step += 1
+    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         d = g
         if adaptors is not None:
             a, prev = adaptors[i], prevs[i]
@@ -175,7 +262,7 @@ def lamb_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list
         m.lerp_(d, 1 - beta2)
         v.mul_(beta3).addcmul_(d, d, value=1 - beta3)
         if bias_correction:
-            t = step.item()
+            t = step_counts[i].item()
             u = (m / (1 - beta2 ** t)) / ((v / (1 - beta3 ** t)).sqrt() + eps)
         else:
             u = m / (v.sqrt() + eps)
@@ -199,33 +286,42 @@ def _fused_module() -> ModuleType | str:
 
 
 _SELF_TESTS: dict[tuple[str, str], str | None] = {}
+SELF_TEST_TOL = 1e-5  # float32, relative to each tensor's largest value (the spec's tolerance)
 
 
 def _fused_self_test(cls: type, device: torch.device) -> str | None:
     """Before `fused=None` trusts the kernels on a device, run them once there against the
     multi-tensor path on small tensors (compilation and numbers); returns why not, or None.
 
+    Covers a bucket with odd sizes (the plain kernels) and one whose sizes are all multiples of 16
+    (the vectorised kernels real models take), and compares parameters and every state tensor.
     Done once per (optimizer class, device) and per process; it costs a few tiny launches.
     """
+    from ._agreement import max_relative_error
+
     key = (cls.__name__, str(device))
     if key not in _SELF_TESTS:
         try:
             gen = torch.Generator(device=device).manual_seed(0)
-            shapes = [(7,), (33, 5), (1,), (4096,)]
+            shapes = [(7,), (33, 5), (1,), (4096,), (64, 48)]
             start = [torch.randn(s, device=device, generator=gen) for s in shapes]
             grads = [[torch.randn(s, device=device, generator=gen) for s in shapes] for _ in range(3)]
-            results = []
+            runs = []
             for fused in (True, False):
                 params = [t.clone().requires_grad_() for t in start]
-                opt = cls([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}], lr=0.01,
-                          fused=fused, foreach=None if fused else True)
+                opt = cls([{"params": params[:2]}, {"params": params[2:3], "weight_decay": 0.0},
+                           {"params": params[3:]}], lr=0.01, fused=fused, foreach=None if fused else True)
+                launched = _fused_module().buckets_fused
                 for g in grads:
                     for p, gi in zip(params, g):
                         p.grad = gi.clone()
                     opt.step()
-                results.append([p.detach() for p in params])
-            ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(*results))
-            _SELF_TESTS[key] = None if ok else "the kernels disagree with the multi-tensor path"
+                if fused and _fused_module().buckets_fused - launched != 3 * len(opt.param_groups):
+                    raise RuntimeError("the kernels did not run on every bucket")
+                runs.append((params, opt))
+            err = max_relative_error(*runs[0], *runs[1])
+            _SELF_TESTS[key] = (None if err <= SELF_TEST_TOL else
+                                f"the kernels disagree with the multi-tensor path (error {err:.1e})")
         except Exception as err:  # noqa: BLE001 - any failure means: do not use them here
             _SELF_TESTS[key] = f"{type(err).__name__}: {err}"[:500]
     return _SELF_TESTS[key]
@@ -246,7 +342,8 @@ class _LambFamily(Optimizer):
     fused=None picks the Triton kernels (alto.optim.fused) when every parameter is a CUDA tensor,
     Triton works and foreach was not given; True requires them (on the CPU only under
     TRITON_INTERPRET=1, for tests); False never uses them. Buckets the kernels do not cover
-    (dtypes other than fp32/fp64, non-dense layouts) take the multi-tensor path.
+    (dtypes other than fp32/fp64, non-dense layouts) take the multi-tensor path; CPU buckets take
+    the cache-blocked path.
     """
 
     _with_adaptor: bool = False
@@ -265,12 +362,17 @@ class _LambFamily(Optimizer):
         self._auto_fused = fused is None and foreach is None
         self.collect_stats = False
         self.stats: dict[str, Tensor] = {}
+        self._step_buffers: dict[tuple, tuple[list[Tensor], Tensor]] = {}
         super().__init__(params, defaults)
         if fused:
             for device in {p.device for group in self.param_groups for p in group["params"]}:
                 reason = _fused_unavailable(device)
                 if reason is not None:
                     raise ValueError(f"{self._name}: fused=True {reason}")
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_step_buffers", {})
 
     def _use_fused(self, params: list[Tensor]) -> bool:
         """Whether this step runs the fused kernels (decided on the host, from devices only)."""
@@ -301,6 +403,26 @@ class _LambFamily(Optimizer):
                 state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
+    def _step_counts(self, bucket: tuple, states: list[dict]) -> Tensor:
+        """The bucket's step counters as one CPU tensor whose elements ARE the states' "step" tensors.
+
+        Each state keeps its own 0-d "step" tensor (state_dict and load_state_dict see nothing
+        new), but they are views into one buffer per bucket, so that one add counts a step for
+        every tensor and one read gives all bias corrections. The buffer is rebuilt, from the
+        current values, whenever the bucket's step tensors are not its views (first step, a
+        parameter without a gradient on this step, a loaded state dict).
+        """
+        steps = [s["step"] for s in states]
+        cached = self._step_buffers.get(bucket)
+        if cached is not None and len(cached[0]) == len(steps) and all(a is b for a, b in zip(cached[0], steps)):
+            return cached[1]
+        counts = torch.stack([s.detach().reshape(()).to("cpu", torch.float32) for s in steps])
+        views = list(counts.unbind())
+        for state, view in zip(states, views):
+            state["step"] = view
+        self._step_buffers[bucket] = (views, counts)
+        return counts
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         loss = None
@@ -314,47 +436,51 @@ class _LambFamily(Optimizer):
             return loss
         if any(g.is_sparse for g in all_grads):
             raise RuntimeError(f"{self._name} does not support sparse gradients")
+        for device in {g.device for g in all_grads if g.is_cuda}:
+            refuse_cuda_graph_capture(f"{self._name}.step()", device)
 
         stats = StepStats() if self.collect_stats else None
         fused = self._use_fused([p for ps in with_grad for p in ps])
-        if fused:  # the kernel scales g by coef as it reads it
-            norm, coef = _fused_module().clip_coefficient(all_grads, self.grad_clip)
-        else:
-            norm, coef = clip_grads_(all_grads, self.grad_clip, foreach=self.foreach)
+        norm, coef = clip_coefficient(all_grads, self.grad_clip, foreach=self.foreach)
         if stats is not None:
-            stats.add("grad_norm", norm)
-            stats.add("clip_coef", coef)
+            stats.set("grad_norm", norm)
+            stats.set("clip_coef", coef)
 
-        for group, ps in zip(self.param_groups, with_grad):
+        for index, (group, ps) in enumerate(zip(self.param_groups, with_grad)):
             if not ps:
                 continue
             hp = self._group_hparams(group)
             for (device, dtype), idx in group_by_device_dtype(ps).items():
-                if self.foreach:
-                    core = lamb_multi_tensor
-                    extra = {"block_elems": CPU_BLOCK_ELEMS if device.type == "cpu" else None}
-                else:
-                    core, extra = lamb_single_tensor, {}
                 bucket = [ps[i] for i in idx]
                 states = [self._state_for(p) for p in bucket]
-                lists = [bucket, [p.grad for p in bucket],
-                         [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]]
-                adaptors = [s["a"] for s in states] if self._with_adaptor else None
-                prevs = [s["prev"] for s in states] if self._with_adaptor else None
-                if fused:
-                    module = _fused_module()
-                    if self.fused and (reason := module.unavailable_reason(device)) is not None:
-                        raise RuntimeError(f"{self._name}: fused=True {reason}")
-                    if module.can_fuse(lists + ([adaptors, prevs] if adaptors is not None else [])):
-                        module.lamb_fused(*lists, [s["step"] for s in states], adaptors, prevs,
-                                          clip_coef=coef, stats=stats, **hp)
-                        continue
-                    # not covered by the kernels: clip here, then the multi-tensor path
-                    torch._foreach_mul_(lists[1], coef.to(device=device, dtype=dtype))
-                core(*lists, [s["step"] for s in states], adaptors, prevs, stats=stats, **hp, **extra)
+                lists = [bucket, [p.grad for p in bucket], [s["exp_avg"] for s in states],
+                         [s["exp_avg_sq"] for s in states]]
+                lists += [[s["a"] for s in states], [s["prev"] for s in states]] if self._with_adaptor else [None, None]
+                counts = self._step_counts((index, device, dtype), states)
+                counts += 1
+                kw = dict(step_counts=counts, stats=stats, **hp)
+                if not self.foreach:
+                    lamb_single_tensor(*lists, clip_coef=coef, **kw)
+                elif fused and self._run_fused(lists, device, coef, kw):
+                    pass
+                elif device.type == "cpu" and CPU_BLOCK_ELEMS is not None:
+                    lamb_cache_blocked(*lists, clip_coef=coef.item(), block_elems=CPU_BLOCK_ELEMS, **kw)
+                else:
+                    lamb_multi_tensor(*lists, clip_coef=coef, **kw)
         if stats is not None:
             self.stats = stats.result(alpha=self.param_groups[0].get("alpha"))
         return loss
+
+    def _run_fused(self, lists: list, device: torch.device, coef: Tensor, kw: dict) -> bool:
+        """Step a bucket with the kernels; False when they do not cover it (the caller falls back)."""
+        module = _fused_module()
+        if self.fused and (reason := module.unavailable_reason(device)) is not None:
+            raise RuntimeError(f"{self._name}: fused=True {reason}")
+        plan = module.bucket_plan([lst for lst in lists if lst is not None])
+        if plan is None:
+            return False
+        module.lamb_fused(plan, *lists, clip_coef=coef, **kw)
+        return True
 
 
 class Lamb(_LambFamily):
