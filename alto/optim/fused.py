@@ -379,15 +379,17 @@ def _build_plan(lists: list[list[Tensor]]) -> BucketPlan | None:
     numels = [p.numel() for p in params]
     block, warps = _launch_config(device)
     table, n_blocks = _block_table(numels, block)
-    n_div = _alignment(addresses, numels) if device.type == "cuda" else 1
+    n_div = _alignment(addresses, numels)  # (the interpreter ignores the hints but runs those variants)
     return BucketPlan(ptrs=_to_device(torch.tensor(addresses, dtype=torch.int64), device),
                       table=_to_device(table, device), n_tensors=len(params), n_blocks=n_blocks,
                       n_roles=len(lists), n_div=n_div, block=block, warps=warps)
 
 
+@torch.compiler.disable
 def bucket_plan(lists: list[list[Tensor]]) -> BucketPlan | None:
     """The cached plan of a bucket (aligned lists: params, grads, exp_avgs, exp_avg_sqs[, a, prev]),
-    or None when the kernels do not cover it (see `can_fuse`)."""
+    or None when the kernels do not cover it (see `can_fuse`). Host work on tensor addresses:
+    torch.compile leaves it out of its graphs."""
     if not lists[0]:
         return None
     global plans_built

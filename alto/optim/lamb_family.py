@@ -471,8 +471,10 @@ class _LambFamily(Optimizer):
             self.stats = stats.result(alpha=self.param_groups[0].get("alpha"))
         return loss
 
+    @torch.compiler.disable
     def _run_fused(self, lists: list, device: torch.device, coef: Tensor, kw: dict) -> bool:
-        """Step a bucket with the kernels; False when they do not cover it (the caller falls back)."""
+        """Step a bucket with the kernels; False when they do not cover it (the caller falls back).
+        Host work on tensor addresses: torch.compile leaves it out of its graphs."""
         module = _fused_module()
         if self.fused and (reason := module.unavailable_reason(device)) is not None:
             raise RuntimeError(f"{self._name}: fused=True {reason}")
