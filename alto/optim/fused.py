@@ -38,7 +38,7 @@ recompiled when the learning rate, the step or the number of tensors changes (th
 
 Not under CUDA-graph capture (the tables and scalars are written from the host on every step:
 `lamb_fused` refuses) and not inside torch.compile's graphs (the kernels reach tensors through
-addresses the compiler cannot see: `lamb_fused` is excluded with torch.compiler.disable).
+addresses the compiler cannot see: the optimizers run this module's functions outside them).
 
 Supported: fp32 and fp64 tensors whose p, grad and state share one dense layout (anything else
 is left to the multi-tensor path by the caller: `bucket_plan` returns None). On the CPU the kernels
@@ -62,6 +62,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from ._lamb_math import (PAPER_EPS2, PAPER_EPS3, applies_trust_ratio, bias_correction_scalars,
                          refuse_cuda_graph_capture)
 from ._layout import is_dense
+from ._transfer import to_device
 from ._telemetry import G_SQ, P_SQ, StepStats
 
 # Elements per program and warps per program on a GPU (memory-bound; tune with gpu_check), and
@@ -306,14 +307,6 @@ def can_fuse(lists: list[list[Tensor]]) -> bool:
     return True
 
 
-def _to_device(values: Tensor, device: torch.device) -> Tensor:
-    """A small host tensor on the device without a sync (pinned memory, non-blocking copy)."""
-    if device.type != "cuda":
-        return values
-    # The caching host allocator keeps the pinned block alive until the copy has run.
-    return values.pin_memory().to(device, non_blocking=True)
-
-
 def _block_table(numels: list[int], block: int) -> tuple[Tensor, int]:
     """int64 [per block: tensor id | block index within the tensor | the tensor's numel,
     then per tensor: first block (n+1 entries)], and the number of blocks."""
@@ -380,16 +373,14 @@ def _build_plan(lists: list[list[Tensor]]) -> BucketPlan | None:
     block, warps = _launch_config(device)
     table, n_blocks = _block_table(numels, block)
     n_div = _alignment(addresses, numels)  # (the interpreter ignores the hints but runs those variants)
-    return BucketPlan(ptrs=_to_device(torch.tensor(addresses, dtype=torch.int64), device),
-                      table=_to_device(table, device), n_tensors=len(params), n_blocks=n_blocks,
+    return BucketPlan(ptrs=to_device(torch.tensor(addresses, dtype=torch.int64), device),
+                      table=to_device(table, device), n_tensors=len(params), n_blocks=n_blocks,
                       n_roles=len(lists), n_div=n_div, block=block, warps=warps)
 
 
-@torch.compiler.disable
 def bucket_plan(lists: list[list[Tensor]]) -> BucketPlan | None:
     """The cached plan of a bucket (aligned lists: params, grads, exp_avgs, exp_avg_sqs[, a, prev]),
-    or None when the kernels do not cover it (see `can_fuse`). Host work on tensor addresses:
-    torch.compile leaves it out of its graphs."""
+    or None when the kernels do not cover it (see `can_fuse`)."""
     if not lists[0]:
         return None
     global plans_built
@@ -402,7 +393,6 @@ def bucket_plan(lists: list[list[Tensor]]) -> BucketPlan | None:
     return _PLANS[key]
 
 
-@torch.compiler.disable
 def lamb_fused(plan: BucketPlan, params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
                exp_avg_sqs: list[Tensor], adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
                step_counts: Tensor, clip_coef: Tensor, alpha: float, beta1: float, beta2: float, beta3: float,
@@ -413,8 +403,8 @@ def lamb_fused(plan: BucketPlan, params: list[Tensor], grads: list[Tensor], exp_
     `plan` is `bucket_plan` of these lists. The gradients arrive unclipped and `clip_coef` (a
     device tensor) is applied in the kernel; afterwards the gradient buffers hold u (the unscaled
     update) as scratch. `step_counts` (CPU) are this step's counts, already incremented.
-    torch.compile leaves this function out of its graphs: the kernels write tensors that they
-    reach through the address table, which the compiler cannot see.
+    Not for torch.compile's graphs: the kernels write tensors that they reach through the address
+    table, which the compiler cannot see (the optimizers call it outside them).
     """
     global buckets_fused
     device, dtype = params[0].device, params[0].dtype
@@ -428,7 +418,7 @@ def lamb_fused(plan: BucketPlan, params: list[Tensor], grads: list[Tensor], exp_
         per_tensor = list(bias_correction_scalars(step_counts, beta2, beta3, eps))
     else:
         per_tensor = [torch.full((n,), eps, dtype=torch.float64)]
-    scal = _to_device(torch.cat([group, *per_tensor]).to(dtype), device)
+    scal = to_device(torch.cat([group, *per_tensor]).to(dtype), device)
     coef = clip_coef.to(device=device, dtype=dtype).reshape(1)
 
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)

@@ -37,6 +37,7 @@ from . import _validate as check
 from ._lamb_math import (TRUST_RATIOS, applies_trust_ratio, bias_correction_scalars,
                          refuse_cuda_graph_capture, trust_ratio_of)
 from ._layout import flat_views
+from ._transfer import to_device
 from ._telemetry import (A_G_DOT, A_SQ, DIFF_SQ, G_PREV_DOT, G_SQ, P_SQ, PREV_SQ, UPD_SQ, StepStats,
                          sumsq_each)
 from .adaptor import adapt_gradients_
@@ -52,16 +53,40 @@ EXPAND_ELEMS = 1 << 25
 
 
 def _dot(x: Tensor, y: Tensor) -> float:
-    return torch.dot(x.reshape(-1), y.reshape(-1)).item()
+    return torch.dot(x, y).item()
 
 
 def _chunks(tensors: tuple[Tensor, ...], block_elems: int) -> list[tuple[Tensor, ...]]:
-    """A tensor and its state cut into aligned flat pieces of at most block_elems elements (the
-    whole tensors, unflattened, when they do not share one dense layout)."""
+    """A tensor and its state (sharing one dense layout) cut into aligned flat pieces of at most
+    block_elems elements."""
     flat = flat_views(tensors)
-    if flat is None:
-        return [tensors]
-    return list(zip(*(t.split(block_elems) for t in flat)))
+    n = flat[0].numel()
+    if n <= block_elems:
+        return [tuple(flat)]
+    return [tuple(t[start:start + block_elems] for t in flat) for start in range(0, n, block_elems)]
+
+
+def _in_one_dense_layout(lists: list[list[Tensor]]) -> tuple[list[list[Tensor]], list[tuple[Tensor, Tensor]]]:
+    """The bucket's lists with every row (a parameter, its gradient and its state) in one dense
+    layout, which torch's fused kernels and the cache-blocked chunks need: a row that is not
+    (state loaded from a parameter of another layout, a non-dense parameter) is replaced by
+    contiguous copies. Returns the lists and the (original, copy) pairs to write back afterwards.
+    """
+    write_back = []
+    rows = list(zip(*lists))
+    for i, row in enumerate(rows):
+        if flat_views(row) is None:
+            copies = tuple(t.contiguous() for t in row)
+            write_back += [(t, c) for t, c in zip(row, copies) if c is not t]
+            rows[i] = copies
+    if not write_back:
+        return lists, []
+    return [list(col) for col in zip(*rows)], write_back
+
+
+# The per-tensor bias corrections of torch's fused Adam kernel are 1 - beta^step: a step this large
+# makes them exactly 1, for the variants without bias correction.
+NO_BIAS_CORRECTION_STEP = 2.0 ** 60
 
 
 def lamb_cache_blocked(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
@@ -73,14 +98,20 @@ def lamb_cache_blocked(params: list[Tensor], grads: list[Tensor], exp_avgs: list
     """One ALTO (adaptors given) or Lamb (adaptors None) step of a bucket of CPU tensors.
 
     A pass of torch operations over a tensor that does not fit in the cache costs a trip to
-    memory each, and an update is about fifteen operations. Here every chunk of a tensor and its
-    state goes through the whole chain while it is in the cache; once all chunks of the tensor
-    are done its trust ratio is known, and the parameter update runs over the same chunks, still
-    in the cache for all but the largest tensors. g~ and u live in a chunk-sized scratch buffer
-    when the tensor is one chunk (the gradient is then only read), else in the gradient buffer.
-    The gradients arrive unclipped: the clip coefficient is folded into the first operations
-    that read them. Per-tensor scalars (bias corrections, trust ratio) are host numbers: on the
-    CPU, reading a tensor is not a device synchronisation.
+    memory each. Here every chunk of a tensor and its state goes through the whole update while
+    it is in the cache; once all chunks of the tensor are done its trust ratio is known, and the
+    parameter update runs over the same chunks, still in the cache for all but the largest
+    tensors. Two of torch's fused CPU kernels do most of the work in one pass each:
+
+        _fused_sgd_   momentum buffer a, "gradient" prev - g maximised, dampening b1, "lr" -alpha:
+                      a = b1*a + (1-b1)*(g - prev) and g~ = g + alpha*a
+        _fused_adam_  "parameter" wd*p, "lr" -1, betas (b2, b3): m, v and
+                      u = wd*p + (m/(1-b2^t)) / (sqrt(v/(1-b3^t)) + eps)
+
+    The gradients arrive unclipped and are only read; g - prev, g~ and u live in chunk-sized
+    scratch buffers (u is copied to the gradient buffer when the tensor spans several chunks).
+    Per-tensor scalars (clip coefficient, trust ratios) are host numbers: on the CPU, reading a
+    tensor is not a device synchronisation.
     """
     if not params:
         return
@@ -88,52 +119,48 @@ def lamb_cache_blocked(params: list[Tensor], grads: list[Tensor], exp_avgs: list
     with_a = adaptors is not None
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     need_norms = apply_ratio or stats is not None
-    if bias_correction:
-        eps_hats, u_scales = (t.tolist() for t in bias_correction_scalars(step_counts, beta2, beta3, eps))
-    scratch = torch.empty(2, min(block_elems, max(p.numel() for p in params)), dtype=params[0].dtype)
+    steps = step_counts.unbind() if bias_correction else [torch.tensor(NO_BIAS_CORRECTION_STEP)] * len(params)
+    scratch = torch.empty(3, min(block_elems, max(p.numel() for p in params)), dtype=params[0].dtype)
     sums = [0.0] * (A_G_DOT + 1 if with_a else 2)  # telemetry, in the order of _telemetry.SUMS
     ratios = []
     roles = [params, grads, exp_avgs, exp_avg_sqs] + ([adaptors, prevs] if with_a else [])
-    for i, tensors in enumerate(zip(*roles)):
-        eps_hat, u_scale = (eps_hats[i], u_scales[i]) if bias_correction else (eps, 1.0)
+    for tensors, step in zip(zip(*roles), steps):
         chunks = _chunks(tensors, block_elems)
-        fits = chunks[0][0].numel() <= scratch.shape[1]
-        u_in_scratch = len(chunks) == 1 and fits
         updates = []
         p_sq = u_sq = 0.0
         for x, g, m, v, *state in chunks:
-            k = x.numel()
-            u = scratch[0, :k].view(x.shape) if u_in_scratch else g  # holds g~, then u
-            denom = scratch[1, :k].view(x.shape) if fits else torch.empty_like(v)
+            u, g_tilde, diff = scratch[:, :x.numel()]
             if with_a:
                 a, prev = state
                 if stats is not None:
                     sums[G_SQ] += c * c * _dot(g, g)
                     sums[PREV_SQ] += _dot(prev, prev)
                     sums[G_PREV_DOT] += c * _dot(g, prev)
-                prev.sub_(g, alpha=c)                         # prev - c*g
-                a.mul_(beta1).sub_(prev, alpha=1 - beta1)     # a = b1*a + (1-b1)*(c*g - prev)
+                torch.sub(prev, g, alpha=c, out=diff)    # prev - c*g
+                torch.mul(g, c, out=g_tilde)
+                prev.copy_(g_tilde)
+                # maximize negates the "gradient": a = b1*a + (1-b1)*(c*g - prev); g~ = c*g + alpha*a
+                torch._fused_sgd_([g_tilde], [diff], [a], weight_decay=0.0, momentum=beta1, lr=-alpha,
+                                  dampening=beta1, nesterov=False, maximize=True, is_first_step=False)
                 if stats is not None:
-                    sums[DIFF_SQ] += _dot(prev, prev)
+                    sums[DIFF_SQ] += _dot(diff, diff)
                     sums[A_SQ] += _dot(a, a)
-                torch.mul(g, c, out=prev)                     # prev = c*g
-                if stats is not None:
                     sums[A_G_DOT] += _dot(a, prev)
-                g_tilde = torch.add(prev, a, alpha=alpha, out=u) if alpha != 0 else prev
+            elif c != 1.0:
+                torch.mul(g, c, out=g_tilde)
             else:
-                g_tilde = g if c == 1.0 else torch.mul(g, c, out=u)
-            m.lerp_(g_tilde, 1 - beta2)
-            v.mul_(beta3).addcmul_(g_tilde, g_tilde, value=1 - beta3)
-            torch.sqrt(v, out=denom).add_(eps_hat)
-            if weight_decay != 0:  # u = wd*p + u_scale * m / denom
-                torch.mul(x, weight_decay, out=u).addcdiv_(m, denom, value=u_scale)
+                g_tilde = g
+            if weight_decay != 0:
+                torch.mul(x, weight_decay, out=u)
             else:
-                torch.div(m, denom, out=u)
-                if u_scale != 1.0:
-                    u.mul_(u_scale)
+                u.zero_()
+            torch._fused_adam_([u], [g_tilde], [m], [v], [], [step], lr=-1.0, beta1=beta2, beta2=beta3,
+                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
             if need_norms:
                 p_sq += _dot(x, x)
                 u_sq += _dot(u, u)
+            if len(chunks) > 1:  # the scratch is reused by the next chunk: keep u in the gradient buffer
+                u = g.copy_(u)
             updates.append((x, u))
         u_norm = u_sq ** 0.5
         ratio = trust_ratio_of(p_sq ** 0.5, u_norm, trust_ratio) if apply_ratio else 1.0
@@ -163,10 +190,7 @@ def _runs(numels: list[int], max_elems: int) -> list[tuple[int, int]]:
 
 @functools.lru_cache(maxsize=64)
 def _device_numels(numels: tuple[int, ...], device: torch.device) -> Tensor:
-    counts = torch.tensor(numels, dtype=torch.int64)
-    if device.type == "cuda":
-        counts = counts.pin_memory()
-    return counts.to(device, non_blocking=True)
+    return to_device(torch.tensor(numels, dtype=torch.int64), device)
 
 
 def _add_scaled_(params: list[Tensor], updates: list[Tensor], scales: Tensor) -> None:
@@ -195,10 +219,15 @@ def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[
     """One ALTO (adaptors given) or Lamb (adaptors None) step of a bucket, in multi-tensor ops.
 
     All lists must share one device and dtype (callers bucket them). Two passes, like the fused
-    kernels: the first updates the state, writes u into the gradient buffers and takes per-tensor
-    norms; the trust ratios of all tensors are then computed in one op; the second applies them.
-    Every operation is one launch over the whole bucket (about 14 passes over memory); the only
-    temporaries are sqrt(v) and, in the second pass, the expanded scales.
+    kernels: the first updates the state and computes u and the per-tensor norms; the trust
+    ratios of all tensors are then computed in one op; the second applies them. Every operation
+    is one launch over the whole bucket (about 128 bytes of traffic per fp32 parameter, against
+    the fused kernels' 60); torch's fused Adam kernel does m, v and u in one of them:
+
+        _fused_adam_  "parameters" u = wd*p, "lr" -1, betas (b2, b3): m, v and
+                      u = wd*p + (m/(1-b2^t)) / (sqrt(v/(1-b3^t)) + eps)
+
+    Temporaries: u, and in the second pass the per-element scales.
     """
     if not params:
         return
@@ -206,29 +235,24 @@ def lamb_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[
     torch._foreach_mul_(grads, clip_coef.to(device=device, dtype=dtype))
     if adaptors is not None:
         adapt_gradients_(grads, adaptors, prevs, alpha=alpha, beta=beta1, stats=stats)
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
-    torch._foreach_mul_(exp_avg_sqs, beta3)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta3)
-    if bias_correction:
-        eps_hat, u_scale = (t.tolist() for t in bias_correction_scalars(step_counts, beta2, beta3, eps))
-    else:
-        eps_hat, u_scale = eps, 1.0
-    denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_add_(denom, eps_hat)
-    torch._foreach_zero_(grads)  # u = wd*p + u_scale * m / denom, written into the gradient buffers
     if weight_decay != 0:
-        torch._foreach_add_(grads, params, alpha=weight_decay)
-    torch._foreach_addcdiv_(grads, exp_avgs, denom, u_scale)
-    del denom
+        updates = list(torch._foreach_mul(params, weight_decay))
+    else:
+        updates = [torch.zeros_like(p) for p in params]
+    # the kernel's bias corrections are 1 - beta^step, from step counts on the device
+    steps = (to_device(step_counts, device) if bias_correction else
+             torch.full((len(params),), NO_BIAS_CORRECTION_STEP, device=device))
+    torch._fused_adam_(updates, grads, exp_avgs, exp_avg_sqs, [], list(steps.unbind()), lr=-1.0, beta1=beta2,
+                       beta2=beta3, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     if apply_ratio or stats is not None:
-        p_norm, u_norm = torch.stack(torch._foreach_norm(params + grads)).view(2, -1)
+        p_norm, u_norm = torch.stack(torch._foreach_norm(params + updates)).view(2, -1)
     if apply_ratio:
         ratio = trust_ratio_of(p_norm, u_norm, trust_ratio)
-        _add_scaled_(params, grads, ratio * -lr)
+        _add_scaled_(params, updates, ratio * -lr)
     else:
-        torch._foreach_add_(params, grads, alpha=-lr)
+        torch._foreach_add_(params, updates, alpha=-lr)
 
     if stats is not None:
         step_norm = u_norm * lr if not apply_ratio else u_norm * ratio * lr
@@ -463,18 +487,31 @@ class _LambFamily(Optimizer):
                     lamb_single_tensor(*lists, clip_coef=coef, **kw)
                 elif fused and self._run_fused(lists, device, coef, kw):
                     pass
-                elif device.type == "cpu" and CPU_BLOCK_ELEMS is not None:
-                    lamb_cache_blocked(*lists, clip_coef=coef.item(), block_elems=CPU_BLOCK_ELEMS, **kw)
                 else:
-                    lamb_multi_tensor(*lists, clip_coef=coef, **kw)
+                    rows, write_back = _in_one_dense_layout([lst for lst in lists if lst is not None])
+                    rows += [None, None] if not self._with_adaptor else []
+                    if device.type == "cpu" and CPU_BLOCK_ELEMS is not None:
+                        lamb_cache_blocked(*rows, clip_coef=coef.item(), block_elems=CPU_BLOCK_ELEMS, **kw)
+                    else:
+                        lamb_multi_tensor(*rows, clip_coef=coef, **kw)
+                    for original, copy in write_back:
+                        original.copy_(copy)
         if stats is not None:
             self.stats = stats.result(alpha=self.param_groups[0].get("alpha"))
         return loss
 
-    @torch.compiler.disable
     def _run_fused(self, lists: list, device: torch.device, coef: Tensor, kw: dict) -> bool:
         """Step a bucket with the kernels; False when they do not cover it (the caller falls back).
-        Host work on tensor addresses: torch.compile leaves it out of its graphs."""
+
+        Under torch.compile this runs outside the graph (a graph break): the kernels write tensors
+        they reach through a table of addresses, which the compiler cannot see. (Decided per call:
+        a decorator would import torch's compiler, a second of start-up, into every process.)
+        """
+        if torch.compiler.is_compiling():
+            return torch.compiler.disable(self._fused_bucket)(lists, device, coef, kw)
+        return self._fused_bucket(lists, device, coef, kw)
+
+    def _fused_bucket(self, lists: list, device: torch.device, coef: Tensor, kw: dict) -> bool:
         module = _fused_module()
         if self.fused and (reason := module.unavailable_reason(device)) is not None:
             raise RuntimeError(f"{self._name}: fused=True {reason}")
