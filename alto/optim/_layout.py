@@ -16,12 +16,15 @@ def is_dense(t: Tensor) -> bool:
     return True
 
 
-def flat_views(tensors: tuple[Tensor, ...] | list[Tensor]) -> list[Tensor] | None:
-    """1-D views of tensors that share one dense layout, in memory order (element k of every view
-    belongs to the same index of the original tensors); None when they do not share one."""
+def share_one_dense_layout(tensors: tuple[Tensor, ...] | list[Tensor]) -> bool:
+    """Whether the tensors are dense with one shape and one layout: walked in memory order, their
+    elements then correspond one to one."""
     first = tensors[0]
-    if not is_dense(first) or any(t.shape != first.shape or t.stride() != first.stride() for t in tensors[1:]):
-        return None
     if first.is_contiguous():
-        return [t.view(-1) for t in tensors]
-    return [t.as_strided((t.numel(),), (1,)) for t in tensors]
+        return all(t.shape == first.shape and t.is_contiguous() for t in tensors[1:])
+    return is_dense(first) and all(t.shape == first.shape and t.stride() == first.stride() for t in tensors[1:])
+
+
+def flat(t: Tensor) -> Tensor:
+    """A 1-D view of a dense tensor in memory order."""
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))

@@ -181,7 +181,7 @@ class PreviousLambFamily(Optimizer):
         out = {"grad_norm": norm, "clip_coef": coef, "param_norm": total["p_sq"].sqrt(),
                "update_norm": total["upd_sq"].sqrt()}
         if sums["trust_ratios"]:
-            ratios = torch.cat([r.float() for r in sums["trust_ratios"]])
+            ratios = torch.cat(sums["trust_ratios"])
             out.update(trust_ratios=ratios, trust_ratio_min=ratios.min(), trust_ratio_max=ratios.max(),
                        trust_ratio_mean=ratios.mean())
         if "a_sq" in total:

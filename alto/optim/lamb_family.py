@@ -36,7 +36,7 @@ from torch.optim import Optimizer
 from . import _validate as check
 from ._lamb_math import (TRUST_RATIOS, applies_trust_ratio, bias_correction_scalars,
                          refuse_cuda_graph_capture, trust_ratio_of)
-from ._layout import flat_views
+from ._layout import flat, share_one_dense_layout
 from ._transfer import to_device
 from ._telemetry import (A_G_DOT, A_SQ, DIFF_SQ, G_PREV_DOT, G_SQ, P_SQ, PREV_SQ, UPD_SQ, StepStats,
                          sumsq_each)
@@ -52,30 +52,16 @@ CPU_BLOCK_ELEMS = 1 << 18
 EXPAND_ELEMS = 1 << 25
 
 
-def _dot(x: Tensor, y: Tensor) -> float:
-    return torch.dot(x, y).item()
-
-
-def _chunks(tensors: tuple[Tensor, ...], block_elems: int) -> list[tuple[Tensor, ...]]:
-    """A tensor and its state (sharing one dense layout) cut into aligned flat pieces of at most
-    block_elems elements."""
-    flat = flat_views(tensors)
-    n = flat[0].numel()
-    if n <= block_elems:
-        return [tuple(flat)]
-    return [tuple(t[start:start + block_elems] for t in flat) for start in range(0, n, block_elems)]
-
-
 def _in_one_dense_layout(lists: list[list[Tensor]]) -> tuple[list[list[Tensor]], list[tuple[Tensor, Tensor]]]:
     """The bucket's lists with every row (a parameter, its gradient and its state) in one dense
-    layout, which torch's fused kernels and the cache-blocked chunks need: a row that is not
+    layout, which torch's fused kernels and the cache-blocked path need: a row that is not
     (state loaded from a parameter of another layout, a non-dense parameter) is replaced by
     contiguous copies. Returns the lists and the (original, copy) pairs to write back afterwards.
     """
     write_back = []
     rows = list(zip(*lists))
     for i, row in enumerate(rows):
-        if flat_views(row) is None:
+        if not share_one_dense_layout(row):
             copies = tuple(t.contiguous() for t in row)
             write_back += [(t, c) for t, c in zip(row, copies) if c is not t]
             rows[i] = copies
@@ -89,29 +75,80 @@ def _in_one_dense_layout(lists: list[list[Tensor]]) -> tuple[list[list[Tensor]],
 NO_BIAS_CORRECTION_STEP = 2.0 ** 60
 
 
+def _dot(x: Tensor, y: Tensor) -> float:
+    return torch.dot(x, y).item()
+
+
+def _squared_norms(xs: list[Tensor]) -> list[float]:
+    return [_dot(x, x) for x in xs]  # (on the CPU as fast as _foreach_norm, and more accurate)
+
+
+def _pack(out_row: Tensor, outs: list[Tensor], xs: list[Tensor], s: float) -> None:
+    """out = s*x for every pair, the outs being consecutive views of out_row."""
+    if len(xs) == 1:
+        torch.mul(xs[0], s, out=outs[0])
+        return
+    torch.cat(xs, out=out_row)
+    if s != 1.0:
+        out_row.mul_(s)
+
+
+def _add_scaled_host(xs: list[Tensor], us: list[Tensor], scales: list[float]) -> None:
+    """x += scale*u for every pair (host scales)."""
+    if len(xs) == 1:
+        xs[0].add_(us[0], alpha=scales[0])
+    else:
+        torch._foreach_mul_(us, scales)
+        torch._foreach_add_(xs, us)
+
+
+def _blocks(rows: list[tuple[Tensor, ...]], block_elems: int):
+    """The bucket's work in cache-sized blocks: yields (indices, pieces, last), the pieces being
+    flat views of (p, g, m, v[, a, prev]). Small tensors are packed together: one piece per
+    tensor, indices of them all, last True. A tensor larger than block_elems comes as chunks:
+    one piece each, its index, last True on its last chunk."""
+    group, size = [], 0
+    for i, row in enumerate(rows):
+        n = row[0].numel()
+        if group and (n > block_elems or size + n > block_elems):
+            yield [j for j, _ in group], [piece for _, piece in group], True
+            group, size = [], 0
+        views = tuple(flat(t) for t in row)
+        if n > block_elems:
+            for start in range(0, n, block_elems):
+                yield [i], [tuple(v[start:start + block_elems] for v in views)], start + block_elems >= n
+        else:
+            group.append((i, views))
+            size += n
+    if group:
+        yield [j for j, _ in group], [piece for _, piece in group], True
+
+
 def lamb_cache_blocked(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
                        exp_avg_sqs: list[Tensor], adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
                        step_counts: Tensor, clip_coef: float, alpha: float, beta1: float, beta2: float,
                        beta3: float, lr: float, eps: float, weight_decay: float, bias_correction: bool,
                        trust_ratio: str, stats: StepStats | None = None,
                        block_elems: int = CPU_BLOCK_ELEMS) -> None:
-    """One ALTO (adaptors given) or Lamb (adaptors None) step of a bucket of CPU tensors.
+    """One ALTO (adaptors given) or Lamb (adaptors None) step of a bucket of CPU tensors whose
+    rows (parameter, gradient, state) share one dense layout.
 
-    A pass of torch operations over a tensor that does not fit in the cache costs a trip to
-    memory each. Here every chunk of a tensor and its state goes through the whole update while
-    it is in the cache; once all chunks of the tensor are done its trust ratio is known, and the
-    parameter update runs over the same chunks, still in the cache for all but the largest
-    tensors. Two of torch's fused CPU kernels do most of the work in one pass each:
+    A pass of torch operations over data that does not fit in the cache costs a trip to memory
+    each. Here the bucket goes in blocks of at most block_elems elements (a chunk of a large
+    tensor, or several small tensors together) and each block goes through the whole update
+    while it is in the cache; once a tensor is complete its trust ratio is known, and the
+    parameter update runs over it, still in the cache for all but the largest tensors. Two of
+    torch's fused CPU kernels do most of the work in one pass each:
 
         _fused_sgd_   momentum buffer a, "gradient" prev - g maximised, dampening b1, "lr" -alpha:
                       a = b1*a + (1-b1)*(g - prev) and g~ = g + alpha*a
         _fused_adam_  "parameter" wd*p, "lr" -1, betas (b2, b3): m, v and
                       u = wd*p + (m/(1-b2^t)) / (sqrt(v/(1-b3^t)) + eps)
 
-    The gradients arrive unclipped and are only read; g - prev, g~ and u live in chunk-sized
-    scratch buffers (u is copied to the gradient buffer when the tensor spans several chunks).
+    The gradients arrive unclipped and are only read; prev - g, g~ and u live in block-sized
+    scratch rows (u is copied to the gradient buffer when a tensor spans several blocks).
     Per-tensor scalars (clip coefficient, trust ratios) are host numbers: on the CPU, reading a
-    tensor is not a device synchronisation.
+    tensor is not a device synchronisation. Telemetry sums come from dot products of the rows.
     """
     if not params:
         return
@@ -120,60 +157,76 @@ def lamb_cache_blocked(params: list[Tensor], grads: list[Tensor], exp_avgs: list
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     need_norms = apply_ratio or stats is not None
     steps = step_counts.unbind() if bias_correction else [torch.tensor(NO_BIAS_CORRECTION_STEP)] * len(params)
-    scratch = torch.empty(3, min(block_elems, max(p.numel() for p in params)), dtype=params[0].dtype)
+    scratch = torch.empty(3, min(block_elems, sum(p.numel() for p in params)), dtype=params[0].dtype)
     sums = [0.0] * (A_G_DOT + 1 if with_a else 2)  # telemetry, in the order of _telemetry.SUMS
-    ratios = []
+    ratios = [1.0] * len(params)
     roles = [params, grads, exp_avgs, exp_avg_sqs] + ([adaptors, prevs] if with_a else [])
-    for tensors, step in zip(zip(*roles), steps):
-        chunks = _chunks(tensors, block_elems)
-        updates = []
-        p_sq = u_sq = 0.0
-        for x, g, m, v, *state in chunks:
-            u, g_tilde, diff = scratch[:, :x.numel()]
-            if with_a:
-                a, prev = state
-                if stats is not None:
-                    sums[G_SQ] += c * c * _dot(g, g)
-                    sums[PREV_SQ] += _dot(prev, prev)
-                    sums[G_PREV_DOT] += c * _dot(g, prev)
-                torch.sub(prev, g, alpha=c, out=diff)    # prev - c*g
-                torch.mul(g, c, out=g_tilde)
-                prev.copy_(g_tilde)
-                # maximize negates the "gradient": a = b1*a + (1-b1)*(c*g - prev); g~ = c*g + alpha*a
-                torch._fused_sgd_([g_tilde], [diff], [a], weight_decay=0.0, momentum=beta1, lr=-alpha,
-                                  dampening=beta1, nesterov=False, maximize=True, is_first_step=False)
-                if stats is not None:
-                    sums[DIFF_SQ] += _dot(diff, diff)
-                    sums[A_SQ] += _dot(a, a)
-                    sums[A_G_DOT] += _dot(a, prev)
-            elif c != 1.0:
-                torch.mul(g, c, out=g_tilde)
+    large: list[tuple[Tensor, Tensor]] = []  # (p, u) chunks of the large tensor in progress
+    large_p_sq = large_u_sq = 0.0
+
+    for indices, pieces, last in _blocks(list(zip(*roles)), block_elems):
+        sizes = [piece[0].numel() for piece in pieces]
+        u_row, gt_row, diff_row = scratch[:, :sum(sizes)]
+        us, gts, diffs = (list(row.split(sizes)) for row in (u_row, gt_row, diff_row))
+        xs, gs, ms, vs = ([piece[j] for piece in pieces] for j in range(4))
+        if with_a:
+            as_, prevs_ = [piece[4] for piece in pieces], [piece[5] for piece in pieces]
+            _pack(gt_row, gts, gs, c)                      # c*g
+            if len(pieces) == 1:                           # prev - c*g
+                torch.sub(prevs_[0], gs[0], alpha=c, out=diffs[0])
             else:
-                g_tilde = g
-            if weight_decay != 0:
-                torch.mul(x, weight_decay, out=u)
-            else:
-                u.zero_()
-            torch._fused_adam_([u], [g_tilde], [m], [v], [], [step], lr=-1.0, beta1=beta2, beta2=beta3,
-                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
-            if need_norms:
-                p_sq += _dot(x, x)
-                u_sq += _dot(u, u)
-            if len(chunks) > 1:  # the scratch is reused by the next chunk: keep u in the gradient buffer
-                u = g.copy_(u)
-            updates.append((x, u))
-        u_norm = u_sq ** 0.5
-        ratio = trust_ratio_of(p_sq ** 0.5, u_norm, trust_ratio) if apply_ratio else 1.0
-        for x, u in updates:
-            x.add_(u, alpha=-lr * ratio)
-            if stats is not None:
-                sums[P_SQ] += _dot(x, x)
-        sums[UPD_SQ] += (lr * ratio * u_norm) ** 2
-        ratios.append(ratio)
+                torch.cat(prevs_, out=diff_row).sub_(gt_row)
+            if stats is not None:                          # <c*g, prev> = <c*g, diff> + |c*g|^2
+                gg, dd, gd = _dot(gt_row, gt_row), _dot(diff_row, diff_row), _dot(gt_row, diff_row)
+                sums[G_SQ] += gg
+                sums[PREV_SQ] += sum(_squared_norms(prevs_))
+                sums[G_PREV_DOT] += gd + gg
+                sums[DIFF_SQ] += dd
+            torch._foreach_copy_(prevs_, gts)
+            # maximize negates the "gradient": a = b1*a + (1-b1)*(c*g - prev); g~ = c*g + alpha*a
+            torch._fused_sgd_(gts, diffs, as_, weight_decay=0.0, momentum=beta1, lr=-alpha, dampening=beta1,
+                              nesterov=False, maximize=True, is_first_step=False)
+            if stats is not None:  # <a, c*g> = <a, g~> - alpha*|a|^2
+                a_row = as_[0] if len(as_) == 1 else torch.cat(as_, out=u_row)
+                aa = _dot(a_row, a_row)
+                sums[A_SQ] += aa
+                sums[A_G_DOT] += _dot(a_row, gt_row) - alpha * aa
+        elif c != 1.0:
+            _pack(gt_row, gts, gs, c)
+        else:
+            gts = gs
+        if weight_decay != 0:
+            _pack(u_row, us, xs, weight_decay)
+        else:
+            u_row.zero_()
+        torch._fused_adam_(us, gts, ms, vs, [], [steps[i] for i in indices] * (len(pieces) // len(indices)),
+                           lr=-1.0, beta1=beta2, beta2=beta3, weight_decay=0.0, eps=eps, amsgrad=False,
+                           maximize=False)
+        p_sqs = _squared_norms(xs) if need_norms else [0.0] * len(xs)
+        u_sqs = _squared_norms(us) if need_norms else [0.0] * len(xs)
+
+        if last and not large:  # whole tensors, still in the cache: update them now
+            for i, ps, us_ in zip(indices, p_sqs, u_sqs):
+                ratios[i] = trust_ratio_of(ps ** 0.5, us_ ** 0.5, trust_ratio) if apply_ratio else 1.0
+                sums[UPD_SQ] += (lr * ratios[i]) ** 2 * us_
+            _add_scaled_host(xs, us, [-lr * ratios[i] for i in indices])
+        else:  # a chunk of a large tensor: u waits in its gradient buffer until the tensor is complete
+            large.append((xs[0], gs[0].copy_(us[0])))
+            large_p_sq, large_u_sq = large_p_sq + p_sqs[0], large_u_sq + u_sqs[0]
+            if not last:
+                continue
+            i = indices[0]
+            ratios[i] = trust_ratio_of(large_p_sq ** 0.5, large_u_sq ** 0.5, trust_ratio) if apply_ratio else 1.0
+            sums[UPD_SQ] += (lr * ratios[i]) ** 2 * large_u_sq
+            xs = [x for x, _ in large]
+            torch._foreach_add_(xs, [u for _, u in large], alpha=-lr * ratios[i])
+            large, large_p_sq, large_u_sq = [], 0.0, 0.0
+        if stats is not None:
+            sums[P_SQ] += sum(_squared_norms(xs))
     if stats is not None:
-        stats.add_sums(P_SQ, torch.tensor(sums, dtype=params[0].dtype))
+        stats.add_sums(P_SQ, sums)
         if apply_ratio:
-            stats.trust_ratios.append(torch.tensor(ratios, dtype=params[0].dtype))
+            stats.trust_ratios.append(ratios)
 
 
 def _runs(numels: list[int], max_elems: int) -> list[tuple[int, int]]:
