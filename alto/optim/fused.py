@@ -1,7 +1,7 @@
 """Fused Triton kernels for ALTO and Lamb: the whole step in three launches per bucket.
 
-The step is the one of `lamb_multi_tensor` (same operations in the same order, so the two paths
-agree to rounding), reorganised around memory traffic:
+The step is the one of `lamb_multi_tensor` and `lamb_cache_blocked` (the same quantities, so the
+paths agree to rounding), reorganised around memory traffic:
 
     pass 1 (one launch)  per element: g = coef*g (global clip, coef read from the device);
                          ALTO only: a = b1*a - (1-b1)*(prev - g); prev = g; g~ = g + alpha*a;
@@ -49,7 +49,7 @@ changed between releases.
 from __future__ import annotations
 
 import contextlib
-import functools
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -358,9 +358,8 @@ def _plan_key(lists: list[list[Tensor]]) -> tuple:
     The state tensors are the optimizer's own: one with a new layout also has a new address.
     """
     params, grads = lists[0], lists[1]
-    return (params[0].device, params[0].dtype,
-            tuple(map(Tensor.data_ptr, (t for lst in lists for t in lst))),
-            tuple(p.shape for p in params), tuple(map(Tensor.stride, params)), tuple(map(Tensor.stride, grads)))
+    return (params[0].device, params[0].dtype, tuple(map(Tensor.data_ptr, itertools.chain.from_iterable(lists))),
+            tuple(map(Tensor.size, params)), tuple(map(Tensor.stride, params)), tuple(map(Tensor.stride, grads)))
 
 
 def _build_plan(lists: list[list[Tensor]]) -> BucketPlan | None:

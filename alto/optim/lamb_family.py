@@ -13,14 +13,15 @@ Lamb is ALTO without the gradient-difference term `a`. Both first clip all gradi
 
 The update rule is section 3 of the paper (Algorithm 1). The three implementations:
 
-* `lamb_cache_blocked`, the CPU path: tensor by tensor, in chunks that stay in the cache.
+* `lamb_cache_blocked`, the CPU path: in cache-sized blocks (chunks of large tensors, packs of
+  small ones), each going through the whole update while it is in the cache.
 * `lamb_multi_tensor`, the portable path (CUDA without the kernels, dtypes they do not cover):
-  torch's multi-tensor (`_foreach_*`) operations over the whole bucket; nothing in it reads a
-  tensor value on the host.
+  multi-tensor operations over the whole bucket; nothing in it reads a tensor value on the host.
 * `lamb_single_tensor`, a plain loop in the shape of the authors' reference code (foreach=False).
 
-All compute u = wd*p + (sqrt(bc2)/bc1) * m / (sqrt(v) + eps*sqrt(bc2)), the same quantity in the
-same order of operations, so they agree to rounding.
+The first two let torch's fused Adam and SGD kernels compute m, v, u (and a, g~) in single
+passes. All compute the same quantities, so they agree to rounding; the differential tests in
+tests/test_optim.py hold every path to a plain loop written from the paper.
 """
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ from ._telemetry import (A_G_DOT, A_SQ, DIFF_SQ, G_PREV_DOT, G_SQ, P_SQ, PREV_SQ
 from .adaptor import adapt_gradients_
 from .clip import clip_coefficient, group_by_device_dtype
 
-# Elements per chunk of the CPU path: the chunk of a tensor and of its five state and scratch
-# buffers (7 x 1 MiB in fp32) stays in a 2-core EPYC VM's L2+L3 while the whole update runs on
-# it; measured best of 2^14..2^22 there with `alto bench optim --device cpu`.
+# Elements per block of the CPU path: a block (a chunk of a tensor, or several small tensors),
+# its five state buffers and three scratch rows (9 x 1 MiB in fp32) stay in the L2+L3 of a 2-core
+# EPYC VM while the whole update runs on them; 2^18 and 2^19 measured best of 2^14..2^20 there.
 CPU_BLOCK_ELEMS = 1 << 18
 # The multi-tensor path expands per-tensor scales to per-element ones in runs of at most this
 # many elements (128 MiB in fp32), see `_add_scaled_`.
