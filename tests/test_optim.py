@@ -546,9 +546,9 @@ def test_previous_implementation_row_computes_the_same_step():
 
     for with_adaptor, make in ((True, lambda ps: ALTO(ps)), (False, lambda ps: Lamb(ps))):
         runs = []
-        for build in (make, lambda ps: PreviousLambFamily(ps, with_adaptor)):
+        for construct in (make, lambda ps: PreviousLambFamily(ps, with_adaptor)):
             params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
-            opt = build(params)
+            opt = construct(params)
             opt.collect_stats = True
             for t in range(20):
                 opt.zero_grad()

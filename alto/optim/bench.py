@@ -151,15 +151,14 @@ def bench_optimizers(shapes: list[tuple[int, ...]], device: str | torch.device =
     Every record has ms, bytes_per_param, bound_ms, ratio_to_bound (ms over the bandwidth bound)
     and, once AdamW has run, x_adamw (ms over AdamW's ms, fused AdamW on CUDA). With `stats`, rows
     whose optimizer collects telemetry also have ms_stats and stats_ratio (ms_stats over ms).
+    Rows run one after the other, each on fresh parameters, timed back to back (warm caches).
     """
     device = torch.device(device)
-    n_params = sum(torch.Size(s).numel() for s in shapes)
-    bandwidth = copy_bandwidth(device, n_bytes=min(1 << 28, max(1 << 22, n_params * 4)))
-    yield {"bench": "optim", "what": "copy_bandwidth", "device": str(device),
-           "bytes_per_s": bandwidth, "GB_per_s": bandwidth / 1e9}
     factories = _factories(device)
     wanted = list(names) if names else list(factories) + [n for n in CUDA_ONLY if n not in factories]
     skipped = [n for n in wanted if n not in factories]
+    records = _rows([n for n in wanted if n in factories], factories, shapes, device, repeats, stats)
+    yield next(records)  # the copy bandwidth
     if skipped:
         unknown = [n for n in skipped if n not in CUDA_ONLY]
         yield {"bench": "optim", "what": "note", "device": str(device),
@@ -167,18 +166,77 @@ def bench_optimizers(shapes: list[tuple[int, ...]], device: str | torch.device =
                         "(CUDA only: Triton kernels; torch.compile of the step is too slow to build on a CPU)"
                         + (f"; unknown rows: {', '.join(unknown)}" if unknown else ""))}
     adamw_ms = None
-    for name in (n for n in wanted if n in factories):
-        try:
-            record = _bench_row(name, factories[name], shapes, device, repeats, bandwidth, stats)
-        except Exception as err:  # one failing row must not lose the others
-            record = {"bench": "optim", "optimizer": name, "device": str(device), "error": repr(err)[:500]}
-        finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        if name == "adamw" and "ms" in record:
+    for record in records:
+        if record["optimizer"] == "adamw" and "ms" in record:
             adamw_ms = record["ms"]
         if adamw_ms and "ms" in record:
             record["x_adamw"] = round(record["ms"] / adamw_ms, 2)
+        yield record
+
+
+def _bandwidth_record(device: torch.device, bandwidth: float) -> dict:
+    return {"bench": "optim", "what": "copy_bandwidth", "device": str(device), "bytes_per_s": bandwidth,
+            "GB_per_s": bandwidth / 1e9}
+
+
+def _setup(name: str, factory: Callable[[list], object], shapes: list[tuple[int, ...]], device: torch.device):
+    """The optimizer of a row on fresh parameters with gradients, and what its first step cost."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    params = [torch.randn(s, device=device, generator=gen).requires_grad_() for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, device=device, generator=gen) * 1e-3
+    opt = factory(params)
+    extra: dict = {}
+    if name == "alto_compiled":  # the first call compiles; report that time apart
+        start = time.perf_counter()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        extra["compile_s"] = round(time.perf_counter() - start, 1)
+    return opt, extra
+
+
+def _collects(name: str, opt) -> object | None:
+    """The optimizer whose collect_stats switches telemetry on, if the row has one."""
+    telemetry = getattr(opt, "optimizer", opt)
+    return telemetry if hasattr(telemetry, "collect_stats") and name != "alto_compiled" else None
+
+
+def _record(name: str, shapes: list[tuple[int, ...]], device: torch.device, bandwidth: float, ms: float,
+            ms_stats: float | None, extra: dict) -> dict:
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    bound_ms = BYTES_PER_PARAM[name] * n_params / bandwidth * 1e3
+    record = {"bench": "optim", "optimizer": name, "impl": _impl(name, device), "device": str(device),
+              "timing": "cuda_events" if device.type == "cuda" else "perf_counter", "params": n_params,
+              "tensors": len(shapes), "ms": round(ms, 3), "bytes_per_param": BYTES_PER_PARAM[name],
+              "bound_ms": round(bound_ms, 3), "ratio_to_bound": round(ms / bound_ms, 2), **extra}
+    if ms_stats is not None:
+        record.update(ms_stats=round(ms_stats, 3), stats_ratio=round(ms_stats / ms, 3))
+    return record
+
+
+def _error(name: str, device: torch.device, err: Exception) -> dict:
+    return {"bench": "optim", "optimizer": name, "device": str(device), "error": repr(err)[:500]}
+
+
+def _rows(rows, factories, shapes, device, repeats, stats) -> Iterator[dict]:
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    bandwidth = copy_bandwidth(device, n_bytes=min(1 << 28, max(1 << 22, n_params * 4)))
+    yield _bandwidth_record(device, bandwidth)
+    for name in rows:
+        try:
+            opt, extra = _setup(name, factories[name], shapes, device)
+            ms = statistics.median(_time(opt.step, device, repeats, warmup=3 if name == "alto_compiled" else 2)) * 1e3
+            ms_stats = None
+            if stats and (telemetry := _collects(name, opt)) is not None:
+                telemetry.collect_stats = True
+                ms_stats = statistics.median(_time(opt.step, device, repeats)) * 1e3
+            record = _record(name, shapes, device, bandwidth, ms, ms_stats, extra)
+        except Exception as err:  # one failing row must not lose the others
+            record = _error(name, device, err)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         yield record
 
 
@@ -188,31 +246,3 @@ def _impl(name: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "fused" if name == "adamw" else "multi-tensor"
     return "cache-blocked" if name in ("alto", "lamb") else "multi-tensor"
-
-
-def _bench_row(name: str, factory: Callable[[list], object], shapes: list[tuple[int, ...]],
-               device: torch.device, repeats: int, bandwidth: float, stats: bool = False) -> dict:
-    n_params = sum(torch.Size(s).numel() for s in shapes)
-    gen = torch.Generator(device=device).manual_seed(0)
-    params = [torch.randn(s, device=device, generator=gen).requires_grad_() for s in shapes]
-    for p in params:
-        p.grad = torch.randn(p.shape, device=device, generator=gen) * 1e-3
-    opt = factory(params)
-    record: dict = {}
-    if name == "alto_compiled":  # the first call compiles; report that time apart
-        start = time.perf_counter()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        record["compile_s"] = round(time.perf_counter() - start, 1)
-    ms = statistics.median(_time(opt.step, device, repeats, warmup=3 if name == "alto_compiled" else 2)) * 1e3
-    telemetry = getattr(opt, "optimizer", opt)
-    if stats and hasattr(telemetry, "collect_stats") and name != "alto_compiled":
-        telemetry.collect_stats = True
-        ms_stats = statistics.median(_time(opt.step, device, repeats)) * 1e3
-        record.update(ms_stats=round(ms_stats, 3), stats_ratio=round(ms_stats / ms, 3))
-    bound_ms = BYTES_PER_PARAM[name] * n_params / bandwidth * 1e3
-    return {"bench": "optim", "optimizer": name, "impl": _impl(name, device), "device": str(device),
-            "timing": "cuda_events" if device.type == "cuda" else "perf_counter", "params": n_params, "tensors": len(shapes), "ms": round(ms, 3),
-            "bytes_per_param": BYTES_PER_PARAM[name], "bound_ms": round(bound_ms, 3),
-            "ratio_to_bound": round(ms / bound_ms, 2), **record}

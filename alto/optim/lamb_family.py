@@ -35,8 +35,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _validate as check
-from ._lamb_math import (TRUST_RATIOS, applies_trust_ratio, bias_correction_scalars,
-                         refuse_cuda_graph_capture, trust_ratio_of)
+from ._lamb_math import TRUST_RATIOS, applies_trust_ratio, refuse_cuda_graph_capture, trust_ratio_of
 from ._layout import flat, share_one_dense_layout
 from ._transfer import to_device
 from ._telemetry import (A_G_DOT, A_SQ, DIFF_SQ, G_PREV_DOT, G_SQ, P_SQ, PREV_SQ, UPD_SQ, StepStats,
@@ -200,9 +199,8 @@ def lamb_cache_blocked(params: list[Tensor], grads: list[Tensor], exp_avgs: list
             _pack(u_row, us, xs, weight_decay)
         else:
             u_row.zero_()
-        torch._fused_adam_(us, gts, ms, vs, [], [steps[i] for i in indices] * (len(pieces) // len(indices)),
-                           lr=-1.0, beta1=beta2, beta2=beta3, weight_decay=0.0, eps=eps, amsgrad=False,
-                           maximize=False)
+        torch._fused_adam_(us, gts, ms, vs, [], [steps[i] for i in indices], lr=-1.0, beta1=beta2, beta2=beta3,
+                           weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
         p_sqs = _squared_norms(xs) if need_norms else [0.0] * len(xs)
         u_sqs = _squared_norms(us) if need_norms else [0.0] * len(xs)
 
