@@ -226,11 +226,17 @@ def _rows(rows, factories, shapes, device, repeats, stats) -> Iterator[dict]:
     for name in rows:
         try:
             opt, extra = _setup(name, factories[name], shapes, device)
-            ms = statistics.median(_time(opt.step, device, repeats, warmup=3 if name == "alto_compiled" else 2)) * 1e3
-            ms_stats = None
-            if stats and (telemetry := _collects(name, opt)) is not None:
-                telemetry.collect_stats = True
-                ms_stats = statistics.median(_time(opt.step, device, repeats)) * 1e3
+            telemetry = _collects(name, opt) if stats else None
+            if telemetry is None:
+                times = _time(opt.step, device, repeats, warmup=3 if name == "alto_compiled" else 2)
+                ms, ms_stats = statistics.median(times) * 1e3, None
+            else:  # alternate off and on, so that a change of load on the machine hits both alike
+                off, on = [], []
+                for _ in range(repeats):
+                    for flag, times in ((False, off), (True, on)):
+                        telemetry.collect_stats = flag
+                        times += _time(opt.step, device, 1, warmup=1)
+                ms, ms_stats = statistics.median(off) * 1e3, statistics.median(on) * 1e3
             record = _record(name, shapes, device, bandwidth, ms, ms_stats, extra)
         except Exception as err:  # one failing row must not lose the others
             record = _error(name, device, err)
