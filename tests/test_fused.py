@@ -428,7 +428,8 @@ for aligned in (True, False):
                      BLOCK=2048), 8)
     print("pass1", aligned, "ld.global.v4" in ptx)
 build(fused._ratio_kernel, dict(layout="*i64", scal=ptr, partials=ptr, scales=ptr, ratios=ptr, u_norms=ptr,
-                                n_tensors="i32", n_blocks="i32"), dict(NORMS=True, MODE=2, PRECISE=True, RBLOCK=1024), 4)
+                                n_tensors="i32", n_blocks="i32"),
+      dict(NORMS=True, MODE=2, PRECISE=True, RBLOCK=1024), 4)
 ptx = build(fused._pass2_kernel, dict(ptrs="*i64", layout="*i64", scales=ptr, partials=ptr, n_blocks="i32"),
             dict(N_ROLES=6, STATS=True, ALIGNED=True, N_DIV=16, BLOCK=2048), 8)
 print("pass2", True, "ld.global.v4" in ptx)

@@ -82,7 +82,8 @@ class StepStats:
         keys, values = list(self.scalars), list(self.scalars.values())
         if self.sums:
             device = next(v for _, v in self.sums if isinstance(v, Tensor)).device
-            dtype = torch.float64 if any(getattr(v, "dtype", None) == torch.float64 for _, v in self.sums) else torch.float32
+            fp64 = any(getattr(v, "dtype", None) == torch.float64 for _, v in self.sums)
+            dtype = torch.float64 if fp64 else torch.float32
             totals = torch.zeros(len(SUMS), device=device, dtype=dtype)
             for first, part in self.sums:
                 part = torch.as_tensor(part, dtype=dtype).to(device)
