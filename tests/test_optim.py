@@ -402,3 +402,205 @@ def test_no_host_sync_inside_step_on_cuda(name):
         opt.step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+# --- the faster paths compute the same numbers and statistics ------------------------------------
+
+PATHS = {  # name -> (CPU_BLOCK_ELEMS, foreach)
+    "cache-blocked": (lamb_family.CPU_BLOCK_ELEMS, True),
+    "cache-blocked-chunked": (5, True),
+    "multi-tensor": (None, True),
+    "per-tensor": (lamb_family.CPU_BLOCK_ELEMS, False),
+}
+
+
+def _stats_trajectory(make, path, monkeypatch, steps=6):
+    """Steps of `make` on the two-group model, with per step: the statistics and the values needed
+    to recompute them by hand (float64)."""
+    block, foreach = PATHS[path]
+    monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", block)
+    params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    opt = make(two_groups(params), foreach)
+    opt.collect_stats = True
+    record = []
+    for t in range(steps):
+        opt.zero_grad()
+        loss_fn(params, t).backward()
+        before = {"p": [p.detach().clone() for p in params], "g": [p.grad.clone() for p in params],
+                  "prev": [opt.state[p]["prev"].clone() if "prev" in opt.state[p] else torch.zeros_like(p)
+                           for p in params]}
+        opt.step()
+        after = {"p": [p.detach().clone() for p in params],
+                 "a": [opt.state[p]["a"].clone() for p in params] if "a" in opt.state[params[0]] else None}
+        record.append((dict(opt.stats), before, after))
+    return record
+
+
+def _norm(tensors):
+    return math.sqrt(sum(float(torch.sum(t * t)) for t in tensors))
+
+
+def _dot(xs, ys):
+    return sum(float(torch.sum(x * y)) for x, y in zip(xs, ys))
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_every_path_reports_the_statistics_with_their_meaning(path, monkeypatch):
+    """Each statistic, recomputed by hand from the gradients and the states before and after a step."""
+    alpha, lr = -5.0, 0.01
+    make = lambda g, fe: ALTO(g, lr=lr, betas=(0.9, 0.9, 0.99), alpha=alpha, foreach=fe)
+    for stats, before, after in _stats_trajectory(make, path, monkeypatch):
+        n = _norm(before["g"])
+        c = min(1.0, 1.0 / (n + 1e-6))
+        g = [c * x for x in before["g"]]
+        want = {"grad_norm": n, "clip_coef": c, "param_norm": _norm(after["p"]),
+                "update_norm": _norm([q - p for p, q in zip(before["p"], after["p"])]),
+                "a_norm": _norm(after["a"]), "grad_diff_norm": _norm([x - y for x, y in zip(g, before["prev"])]),
+                "alpha_a_share": abs(alpha) * _norm(after["a"]) / _norm(g),
+                "cos_a_grad": _dot(after["a"], g) / (_norm(after["a"]) * _norm(g))}
+        if _norm(before["prev"]) > 0:
+            want["cos_grad_prev"] = _dot(g, before["prev"]) / (_norm(g) * _norm(before["prev"]))
+        else:
+            assert math.isnan(stats["cos_grad_prev"].item())  # first step: undefined, reported as NaN
+        for key, value in want.items():
+            assert stats[key].item() == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        # the reference trust ratio: each decayed tensor moves by exactly lr * |p| (both norms > 0)
+        decayed = [0, 2]
+        ratios = stats["trust_ratios"]
+        assert ratios.numel() == len(decayed)
+        assert (stats["trust_ratio_min"].item(), stats["trust_ratio_max"].item()) == (ratios.min().item(),
+                                                                                      ratios.max().item())
+        assert stats["trust_ratio_mean"].item() == pytest.approx(ratios.mean().item(), rel=1e-12)
+        for i in decayed:
+            moved = _norm([after["p"][i] - before["p"][i]])
+            assert moved == pytest.approx(lr * _norm([before["p"][i]]), rel=1e-9)
+
+
+def test_statistics_agree_across_paths(monkeypatch):
+    make = lambda g, fe: ALTO(g, lr=0.01, betas=(0.9, 0.9, 0.99), alpha=-5.0, foreach=fe)
+    runs = {path: [s for s, _, _ in _stats_trajectory(make, path, monkeypatch)] for path in PATHS}
+    reference = runs.pop("per-tensor")
+    for path, stats in runs.items():
+        for got, want in zip(stats, reference):
+            assert got.keys() == want.keys(), path
+            for key in want:
+                torch.testing.assert_close(got[key].double(), want[key].double(), rtol=1e-9, atol=1e-12,
+                                           equal_nan=True, msg=lambda m, key=key, path=path: f"{path} {key}: {m}")
+
+
+def test_cache_blocked_path_handles_every_layout(monkeypatch):
+    """Dense non-contiguous parameters (channels_last), state in another layout than its parameter
+    (after loading a checkpoint), empty tensors and tensors of many chunks: same numbers as the
+    multi-tensor path, in float64."""
+    def run(block):
+        monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", block)
+        gen = torch.Generator().manual_seed(0)
+        conv = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64).to(memory_format=torch.channels_last)
+        params = [conv.requires_grad_(), torch.randn(0, dtype=torch.float64).requires_grad_(),
+                  torch.randn(50, 7, generator=gen, dtype=torch.float64).requires_grad_(),
+                  torch.randn(9, generator=gen, dtype=torch.float64).requires_grad_()]
+        opt = ALTO([{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}], lr=0.01)
+        for t in range(5):
+            g = torch.Generator().manual_seed(t)
+            for p in params:  # gradients in their parameter's layout, as autograd makes them
+                p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 3)
+            opt.step()
+            if t == 1:  # state of the 50x7 matrix now stored transposed: another layout than its parameter
+                state = opt.state[params[2]]
+                for key in ("exp_avg", "a"):
+                    state[key] = state[key].t().contiguous().t()
+        return params
+
+    blocked = run(16)   # the 50x7 matrix is 22 chunks
+    reference = run(None)
+    assert blocked[0].is_contiguous(memory_format=torch.channels_last) and not blocked[0].is_contiguous()
+    for a, b in zip(blocked, reference):
+        assert torch.equal(a, b) if a.numel() == 0 else (a - b).abs().max().item() <= 1e-12
+
+
+def test_step_counters_count_per_parameter_and_survive_a_state_dict():
+    params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    opt = ALTO(two_groups(params), lr=0.01)
+    for t in range(5):
+        opt.zero_grad()
+        loss_fn(params, t).backward()
+        if t in (1, 3):
+            params[1].grad = None  # no gradient: its counter must not move
+        opt.step()
+    assert [opt.state[p]["step"].item() for p in params] == [5.0, 3.0, 5.0, 5.0]
+    saved = copy.deepcopy(opt.state_dict())
+    again = ALTO(two_groups(params), lr=0.01)
+    again.load_state_dict(saved)
+    opt.zero_grad()
+    loss_fn(params, 5).backward()
+    again.step()
+    assert [again.state[p]["step"].item() for p in params] == [6.0, 4.0, 6.0, 6.0]
+    # the saved dict is not stepped along (its parameters are indexed group by group)
+    assert [saved["state"][i]["step"].item() for i in range(4)] == [5.0, 5.0, 3.0, 5.0]
+
+
+def test_previous_implementation_row_computes_the_same_step():
+    """The benchmark's `*_previous` rows time the replaced implementation: same numbers, old speed."""
+    from alto.optim.bench_previous import PreviousLambFamily
+
+    for with_adaptor, make in ((True, lambda ps: ALTO(ps)), (False, lambda ps: Lamb(ps))):
+        runs = []
+        for construct in (make, lambda ps: PreviousLambFamily(ps, with_adaptor)):
+            params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+            opt = construct(params)
+            opt.collect_stats = True
+            for t in range(20):
+                opt.zero_grad()
+                loss_fn(params, t).backward()
+                opt.step()
+            runs.append((params, opt.stats))
+        for a, b in zip(runs[0][0], runs[1][0]):
+            assert (a - b).abs().max().item() <= 1e-10
+        for key, value in runs[1][1].items():
+            torch.testing.assert_close(runs[0][1][key].double(), value.double(), rtol=1e-9, atol=1e-12)
+
+
+# --- CUDA paths, checked on the CPU: device tensors on the meta device --------------------------
+
+from device_mixing import DEVICE, DeviceMixingError, NoDeviceMixing  # noqa: E402
+
+DEVICE_PATHS = {
+    "alto-multi-tensor": lambda ps: ALTO([{"params": ps[:2]}, {"params": ps[2:], "weight_decay": 0.0}], fused=False),
+    "alto-paper-no-bc": lambda ps: ALTO(ps, trust_ratio="paper", bias_correction=False, fused=False),
+    "alto-no-ratio-no-clip": lambda ps: ALTO(ps, trust_ratio="none", grad_clip=None, fused=False),
+    "lamb-multi-tensor": lambda ps: Lamb(ps, fused=False),
+    "alto-per-tensor": lambda ps: ALTO(ps, foreach=False),
+    "lion": lambda ps: Lion(ps, weight_decay=0.1),
+    "e-adamw": lambda ps: E(torch.optim.AdamW(ps, foreach=True)),
+    "e-adamw-alpha0": lambda ps: E(torch.optim.AdamW(ps, foreach=True), alpha=0.0),
+}
+
+
+@pytest.mark.parametrize("stats", [False, True], ids=["plain", "telemetry"])
+@pytest.mark.parametrize("name", sorted(DEVICE_PATHS))
+def test_device_paths_never_mix_host_and_device_tensors(name, stats):
+    """Every operation of a step on device tensors takes device tensors only (0-d host numbers
+    aside), and nothing reads a device value on the host: on a GPU, the first would fail and the
+    second wait for the device."""
+    params = [torch.randn(s, device=DEVICE).requires_grad_() for s in [(33, 5), (7,), (0,), (128,)]]
+    opt = DEVICE_PATHS[name](params)
+    opt.collect_stats = stats
+    with NoDeviceMixing():
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            opt.step()
+    if stats:
+        assert opt.stats and all(v.device == DEVICE for v in opt.stats.values())
+
+
+def test_the_device_stand_in_catches_mixing_and_host_reads():
+    device_tensor = torch.ones(3, device=DEVICE)
+    with NoDeviceMixing():
+        with pytest.raises(DeviceMixingError):
+            torch._foreach_add_([device_tensor], [torch.ones(3)])  # lax on CPU and meta, fails on CUDA
+        with pytest.raises(DeviceMixingError):
+            torch.repeat_interleave(device_tensor, torch.tensor([1, 2, 3]), output_size=6)
+        device_tensor.mul_(torch.tensor(2.0))  # a 0-d host number is fine
+    with pytest.raises(RuntimeError):
+        device_tensor.sum().item()  # a read of a device value on the host

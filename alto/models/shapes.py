@@ -1,12 +1,14 @@
 """Parameter shapes of named models, to time an optimizer step at a real model's size
 (`alto bench optim --shapes NAME`) without training it.
 
-The GPT-2 family is written out (Radford et al. 2019: vocabulary 50257, context 1024); the lab's
-own models are built on the meta device, so no memory is allocated for their weights.
+The GPT-2 family comes from the optimizer benchmark's own table (alto.optim.bench.gpt2_shapes); the
+lab's models are built on the meta device, so no memory is allocated for their weights.
 """
 from __future__ import annotations
 
 import torch
+
+from alto.optim.bench import gpt2_shapes
 
 from .registry import build_model
 
@@ -21,13 +23,6 @@ LAB = {  # name -> (model, build_model arguments): the workloads of runs/presets
 
 def shape_names() -> list[str]:
     return [*GPT2, *LAB]
-
-
-def gpt2_shapes(layers: int, d: int, vocab: int = 50257, context: int = 1024) -> list[tuple[int, ...]]:
-    """Token and position embeddings, per block two layer norms, attention and MLP (weights and
-    biases), and the final layer norm; the output head is tied to the token embedding."""
-    block = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
-    return [(vocab, d), (context, d), *block * layers, (d,), (d,)]
 
 
 def model_shapes(name: str) -> list[tuple[int, ...]]:

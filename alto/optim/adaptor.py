@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _validate as check
-from ._telemetry import StepStats, dot, sumsq
+from ._telemetry import G_SQ, StepStats, sumsq_each
 from .clip import global_norm, group_by_device_dtype
 
 INITS = ("zeros", "first_grad")
@@ -24,23 +24,34 @@ def adapt_gradients_(grads: list[Tensor], adaptors: list[Tensor], prevs: list[Te
                      alpha: float, beta: float, stats: StepStats | None = None) -> None:
     """a = beta*a + (1-beta)*(g - prev); prev = g; g = g + alpha*a -- in place, no temporaries.
 
-    Shared by E and ALTO. `prevs` doubles as scratch for g - prev. At alpha = 0 the gradients are
-    left untouched, so E(base, alpha=0) is bit-identical to base.
+    Shared by E and ALTO's multi-tensor path. `prevs` doubles as scratch for prev - g. At
+    alpha = 0 the gradients are left untouched, so E(base, alpha=0) is bit-identical to base.
+    With `stats`, the gradient-history sums come from whole-list `_foreach_norm` passes (torch
+    has no multi-tensor dot product): |g|^2 and |prev|^2 before the update, |g - prev|^2 and |a|^2
+    after it; the dot products follow from exact algebra,
+        <g, prev> = (|g|^2 + |prev|^2 - |g - prev|^2) / 2,
+        <a, g> = (|g + alpha*a|^2 - |g|^2 - alpha^2*|a|^2) / (2*alpha),
+    accurate to about 1e-7 * |g| * |prev| (resp. |g|^2 / |alpha|) in float32: cosines near zero
+    come out with absolute, not relative, errors of that size.
     """
     if stats is not None:
-        stats.add("g_sq", sumsq(grads))
-        stats.add("prev_sq", sumsq(prevs))
-        stats.add("g_prev_dot", dot(grads, prevs))
+        before = sumsq_each([grads, prevs])
     torch._foreach_sub_(prevs, grads)                         # prev - g
     torch._foreach_mul_(adaptors, beta)
     torch._foreach_add_(adaptors, prevs, alpha=-(1 - beta))  # a = beta*a + (1-beta)*(g - prev)
     if stats is not None:
-        stats.add("diff_sq", sumsq(prevs))
-        stats.add("a_sq", sumsq(adaptors))
-        stats.add("a_g_dot", dot(adaptors, grads))
+        after = sumsq_each([prevs, adaptors])
+        if alpha == 0:  # g~ = g carries no information about <a, g>: one dot per tensor
+            a_g = torch.stack([torch.dot(a.reshape(-1), g.reshape(-1)) for a, g in zip(adaptors, grads)])
+            a_g = a_g.to(after.dtype).sum().reshape(1)
     torch._foreach_copy_(prevs, grads)
     if alpha != 0:
         torch._foreach_add_(grads, adaptors, alpha=alpha)
+    if stats is not None:
+        if alpha != 0:
+            a_g = (sumsq_each([grads]) - before[:1] - alpha * alpha * after[1:]) / (2 * alpha)
+        g_prev = (before[0] + before[1] - after[0]) / 2
+        stats.add_sums(G_SQ, torch.cat([before, g_prev.reshape(1), after, a_g]))
 
 
 class E(Optimizer):
@@ -82,7 +93,7 @@ class E(Optimizer):
             return
         stats = StepStats() if self.collect_stats else None
         if stats is not None:
-            stats.add("grad_norm", global_norm([p.grad for p in ps]))
+            stats.set("grad_norm", global_norm([p.grad for p in ps]))
         for p in ps:
             state = self.state[p]
             if not state:

@@ -26,18 +26,29 @@ def global_norm(grads: list[Tensor], foreach: bool = True) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([n.to(device=device, dtype=dtype) for n in norms]))
 
 
-def clip_grads_(grads: list[Tensor], max_norm: float | None, eps: float = 1e-6,
-                foreach: bool = True) -> tuple[Tensor, Tensor]:
-    """Scale `grads` in place so their joint norm is at most about `max_norm`.
+def clip_coefficient(grads: list[Tensor], max_norm: float | None, eps: float = 1e-6,
+                     foreach: bool = True) -> tuple[Tensor, Tensor]:
+    """(norm of all gradients together, coefficient to scale them by), both on the device.
 
-    Returns (norm before clipping, coefficient applied). The reference rule is
-    c = max_norm / (N + 1e-6), applied only when c < 1; clamping c at 1 makes the
-    "no clip" case an exact multiplication by one, with no Python branch on a tensor.
+    The reference rule is c = max_norm / (N + 1e-6), applied only when c < 1; clamping c at 1
+    makes the "no clip" case an exact multiplication by one, with no Python branch on a tensor.
+    The Lamb-family cores apply c while they read each gradient, saving a pass over them.
     """
     norm = global_norm(grads, foreach)
     if max_norm is None:
         return norm, torch.ones_like(norm)
-    coef = torch.clamp(max_norm / (norm + eps), max=1.0)
+    return norm, torch.clamp(max_norm / (norm + eps), max=1.0)
+
+
+def clip_grads_(grads: list[Tensor], max_norm: float | None, eps: float = 1e-6,
+                foreach: bool = True) -> tuple[Tensor, Tensor]:
+    """Scale `grads` in place so their joint norm is at most about `max_norm`.
+
+    Returns (norm before clipping, coefficient applied), see `clip_coefficient`.
+    """
+    norm, coef = clip_coefficient(grads, max_norm, eps, foreach)
+    if max_norm is None:
+        return norm, coef
     if foreach:
         for (device, dtype), idx in group_by_device_dtype(grads).items():
             torch._foreach_mul_([grads[i] for i in idx], coef.to(device=device, dtype=dtype))

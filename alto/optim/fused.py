@@ -1,14 +1,14 @@
 """Fused Triton kernels for ALTO and Lamb: the whole step in three launches per bucket.
 
-The step is the one of `lamb_multi_tensor` (same operations in the same order, so the two paths
-agree to rounding), reorganised around memory traffic:
+The step is the one of `lamb_multi_tensor` and `lamb_cache_blocked` (the same quantities, so the
+paths agree to rounding), reorganised around memory traffic:
 
     pass 1 (one launch)  per element: g = coef*g (global clip, coef read from the device);
                          ALTO only: a = b1*a - (1-b1)*(prev - g); prev = g; g~ = g + alpha*a;
-                         m, v updated; u = (m/bc1)/(sqrt(v/bc2) + eps) + wd*p; u is stored in
-                         the gradient buffer (as the multi-tensor path does), so pass 2 needs
-                         neither m nor v. Per block: partial sums of |p|^2 and |u|^2 (and, with
-                         telemetry, of the E statistics, which are free here: all in registers).
+                         m, v updated; u = wd*p + (sqrt(bc2)/bc1) * m/(sqrt(v) + eps*sqrt(bc2));
+                         u is stored in the gradient buffer (as the other paths do), so pass 2
+                         needs neither m nor v. Per block: partial sums of |p|^2 and |u|^2 (and,
+                         with telemetry, of the E statistics, which are free here: all in registers).
     ratios (one launch)  one program per tensor adds its blocks' partial sums and writes the
                          trust ratio and the scale -lr*ratio of every tensor of the bucket.
     pass 2 (one launch)  p += scale[tensor]*u;  with telemetry also partial sums of the new |p|^2.
@@ -27,32 +27,43 @@ no atomics). Addresses and sizes read from a table are unknown to the compiler, 
 has checked that all addresses are 16-byte aligned and all sizes multiples of N_DIV, the kernels
 say so (tl.multiple_of) and the masked loads are vectorised like those of an ordinary kernel.
 
-The hyper-parameters, the per-tensor bias-correction scalars and the tables travel as small
-tensors in the bucket's dtype (pinned host memory, non-blocking copies), never as kernel
-arguments that could change per step: nothing is recompiled when the learning rate or the step
-changes, fp64 keeps full precision, and nothing in `lamb_fused` waits for the device.
+Both tables, the alignment check and the layout checks are built once per bucket and cached
+(`bucket_plan`), keyed on every tensor's address and the parameters' and gradients' layouts:
+a step whose tensors sit where they sat before (the usual case, also for gradients that are
+freed and reallocated every step) only recomputes that key. The hyper-parameters and the
+per-tensor bias-correction scalars travel as a small tensor in the bucket's dtype (pinned host
+memory, non-blocking copy), never as kernel arguments that could change per step: nothing is
+recompiled when the learning rate, the step or the number of tensors changes (the counts are
+`do_not_specialize`), fp64 keeps full precision, and nothing in `lamb_fused` waits for the device.
+
+Not under CUDA-graph capture (the tables and scalars are written from the host on every step:
+`lamb_fused` refuses) and not inside torch.compile's graphs (the kernels reach tensors through
+addresses the compiler cannot see: the optimizers run this module's functions outside them).
 
 Supported: fp32 and fp64 tensors whose p, grad and state share one dense layout (anything else
-is left to the multi-tensor path by the caller, see `can_fuse`). On the CPU the kernels run only
-through Triton's interpreter (TRITON_INTERPRET=1, set before this module is imported), for tests.
+is left to the multi-tensor path by the caller: `bucket_plan` returns None). On the CPU the kernels
+run only through Triton's interpreter (TRITON_INTERPRET=1, set before this module is imported),
+for tests. Works with Triton 3.x: nothing here reads Triton's configuration objects, whose API
+changed between releases.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
+import itertools
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.interpreter import InterpretedFunction
 
-from ._telemetry import StepStats
-from .clip import global_norm
-from ._lamb_math import PAPER_EPS2, PAPER_EPS3, applies_trust_ratio, bias_corrections
-
-# Kernels built by @triton.jit below are interpreted or compiled depending on this, once.
-INTERPRETED = bool(triton.knobs.runtime.interpret)
+from ._lamb_math import (PAPER_EPS2, PAPER_EPS3, applies_trust_ratio, bias_correction_scalars,
+                         refuse_cuda_graph_capture)
+from ._layout import is_dense
+from ._transfer import to_device
+from ._telemetry import G_SQ, P_SQ, StepStats
 
 # Elements per program and warps per program on a GPU (memory-bound; tune with gpu_check), and
 # the block used under the interpreter (small, so that tests cover multi-block tensors).
@@ -74,10 +85,16 @@ S_EPS2 = tl.constexpr(8)
 S_EPS3 = tl.constexpr(9)
 N_GROUP_SCALARS = tl.constexpr(10)
 
-# Rows of the per-block partial sums.
-R_P_NEW = tl.constexpr(2)  # rows 0 and 1: |p|^2 and |u|^2 before the update
-E_STATS = ("g_sq", "prev_sq", "g_prev_dot", "diff_sq", "a_sq", "a_g_dot")  # rows 3..8
+# Rows of the per-block partial sums: 0 and 1 |p|^2 and |u|^2 before the update, 2 |p|^2 after
+# it, then (telemetry of ALTO) |g|^2, |prev|^2, <g, prev>, |g - prev|^2, |a|^2, <a, g>: the E
+# sums of alto.optim._telemetry, in its order.
+R_P_NEW = tl.constexpr(2)
+R_E = tl.constexpr(3)
+N_ROWS, N_ROWS_E = 3, 9
 MODE_NONE, MODE_REFERENCE, MODE_PAPER = 0, 1, 2
+
+buckets_fused = 0  # buckets stepped by the kernels in this process (checks assert it moves)
+plans_built = 0    # bucket plans built (`bucket_plan`): a steady training loop builds none
 
 
 # ---------------------------------------------------------------------------------- kernels
@@ -89,7 +106,7 @@ MODE_NONE, MODE_REFERENCE, MODE_PAPER = 0, 1, 2
 # addresses and sizes read from a table.
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "n_blocks"])
 def _pass1_kernel(ptrs, layout, scal, coef_ptr, partials, n_tensors, n_blocks,
                   N_ROLES: tl.constexpr, ADAPT: tl.constexpr, BIAS_CORRECTION: tl.constexpr,
                   DECAY: tl.constexpr, NORMS: tl.constexpr, LOAD_P: tl.constexpr, LERP_FROM_END: tl.constexpr,
@@ -126,18 +143,17 @@ def _pass1_kernel(ptrs, layout, scal, coef_ptr, partials, n_tensors, n_blocks,
         a = tl.load(a_ptr + offs, mask=mask, other=0.0)
         prev = tl.load(prev_ptr + offs, mask=mask, other=0.0)
         d = prev - g
-        if STATS:
-            tl.store(out + 3 * n_blocks, tl.sum(g * g, axis=0))
-            tl.store(out + 4 * n_blocks, tl.sum(prev * prev, axis=0))
-            tl.store(out + 5 * n_blocks, tl.sum(g * prev, axis=0))
-            tl.store(out + 6 * n_blocks, tl.sum(d * d, axis=0))
         a = a * tl.load(scal + S_BETA1)
         a = a + tl.load(scal + S_NEG_1MB1) * d
         tl.store(a_ptr + offs, a, mask=mask)
         tl.store(prev_ptr + offs, g, mask=mask)
         if STATS:
-            tl.store(out + 7 * n_blocks, tl.sum(a * a, axis=0))
-            tl.store(out + 8 * n_blocks, tl.sum(a * g, axis=0))
+            tl.store(out + R_E * n_blocks, tl.sum(g * g, axis=0))
+            tl.store(out + (R_E + 1) * n_blocks, tl.sum(prev * prev, axis=0))
+            tl.store(out + (R_E + 2) * n_blocks, tl.sum(g * prev, axis=0))
+            tl.store(out + (R_E + 3) * n_blocks, tl.sum(d * d, axis=0))
+            tl.store(out + (R_E + 4) * n_blocks, tl.sum(a * a, axis=0))
+            tl.store(out + (R_E + 5) * n_blocks, tl.sum(a * g, axis=0))
         g = g + tl.load(scal + S_ALPHA) * a
     # m: torch.lerp's two-sided formula, so that both paths round alike
     w = tl.load(scal + S_W)
@@ -150,18 +166,18 @@ def _pass1_kernel(ptrs, layout, scal, coef_ptr, partials, n_tensors, n_blocks,
     v = v + tl.load(scal + S_1MB3) * g * g
     tl.store(m_ptr + offs, m, mask=mask)
     tl.store(v_ptr + offs, v, mask=mask)
-    # u = (sqrt(bc2)/bc1) * m / (sqrt(v) + eps*sqrt(bc2)): a reciprocal times m, as in the foreach path
+    # u = wd*p + (sqrt(bc2)/bc1) * (m / (sqrt(v) + eps*sqrt(bc2))), as the other paths compute it
     eps_hat = tl.load(scal + N_GROUP_SCALARS + tid)
     if PRECISE:
-        u = tl.math.div_rn(tl.full([BLOCK], 1.0, v.dtype), tl.math.sqrt_rn(v) + eps_hat) * m
+        u = tl.math.div_rn(m, tl.math.sqrt_rn(v) + eps_hat)
     else:
-        u = 1.0 / (tl.sqrt(v) + eps_hat) * m
+        u = m / (tl.sqrt(v) + eps_hat)
     if BIAS_CORRECTION:
         u = u * tl.load(scal + N_GROUP_SCALARS + n_tensors + tid)
     if LOAD_P:  # NORMS or DECAY
         p = tl.load(p_ptr + offs, mask=mask, other=0.0)
         if DECAY:
-            u = u + tl.load(scal + S_WD) * p
+            u = tl.load(scal + S_WD) * p + u
         if NORMS:
             u_in = tl.where(mask, u, 0.0)  # padding lanes hold 0/eps, NaN when eps = 0
             # one reduction for both sums (rows R_P = 0 and R_U = 1 of `partials`)
@@ -170,7 +186,7 @@ def _pass1_kernel(ptrs, layout, scal, coef_ptr, partials, n_tensors, n_blocks,
     tl.store(g_ptr + offs, u, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tensors", "n_blocks"])
 def _ratio_kernel(layout, scal, partials, scales, ratios, u_norms, n_tensors, n_blocks,
                   NORMS: tl.constexpr, MODE: tl.constexpr, PRECISE: tl.constexpr,
                   RBLOCK: tl.constexpr):
@@ -219,7 +235,7 @@ def _ratio_kernel(layout, scal, partials, scales, ratios, u_norms, n_tensors, n_
         tl.store(scales + tid, neg_lr)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_blocks"])
 def _pass2_kernel(ptrs, layout, scales, partials, n_blocks, N_ROLES: tl.constexpr,
                   STATS: tl.constexpr, ALIGNED: tl.constexpr, N_DIV: tl.constexpr,
                   BLOCK: tl.constexpr):
@@ -245,6 +261,10 @@ def _pass2_kernel(ptrs, layout, scales, partials, n_blocks, N_ROLES: tl.constexp
 
 # ------------------------------------------------------------------------------------ host
 
+# Whether the kernels above were built for Triton's interpreter (TRITON_INTERPRET=1 when this
+# module was imported); decided by what @triton.jit returned, whatever the Triton version.
+INTERPRETED = isinstance(_pass1_kernel, InterpretedFunction)
+
 
 def unavailable_reason(device: torch.device) -> str | None:
     """Why the fused kernels cannot run on `device` in this process (None: they can)."""
@@ -266,18 +286,6 @@ def _env_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _dense(t: Tensor) -> bool:
-    """True when t covers one gap-free block of memory (any dimension order)."""
-    if t.is_contiguous():
-        return True
-    expected = 1
-    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def can_fuse(lists: list[list[Tensor]]) -> bool:
     """Whether a bucket (aligned lists: params, grads, state...) fits the kernels' assumptions.
 
@@ -287,38 +295,19 @@ def can_fuse(lists: list[list[Tensor]]) -> bool:
     params = lists[0]
     if not params or params[0].dtype not in (torch.float32, torch.float64):
         return False
+    dtype, device = params[0].dtype, params[0].device
     for i, p in enumerate(params):
-        if not _dense(p):
+        if p.dtype != dtype or p.device != device or not is_dense(p):
             return False
+        shape, stride = p.shape, p.stride()
         for lst in lists[1:]:
             t = lst[i]
-            if t.dtype != p.dtype or t.device != p.device or t.shape != p.shape or t.stride() != p.stride():
+            if t.dtype != dtype or t.device != device or t.shape != shape or t.stride() != stride:
                 return False
     return True
 
 
-def clip_coefficient(grads: list[Tensor], max_norm: float | None, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """(global norm, coefficient) as clip.clip_grads_ computes them, without scaling the grads.
-
-    The fused kernel multiplies by the coefficient while it reads g, saving a read and a write
-    of every gradient.
-    """
-    norm = global_norm(grads)
-    if max_norm is None:
-        return norm, torch.ones_like(norm)
-    return norm, torch.clamp(max_norm / (norm + eps), max=1.0)
-
-
-def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A small host list as a device tensor without a sync (pinned memory, non-blocking copy)."""
-    if device.type != "cuda":
-        return torch.tensor(values, dtype=dtype, device=device)
-    # The caching host allocator keeps the pinned block alive until the copy has run.
-    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
-
-
-@functools.lru_cache(maxsize=32)
-def _block_table(numels: tuple[int, ...], block: int, device: torch.device) -> tuple[Tensor, int]:
+def _block_table(numels: list[int], block: int) -> tuple[Tensor, int]:
     """int64 [per block: tensor id | block index within the tensor | the tensor's numel,
     then per tensor: first block (n+1 entries)], and the number of blocks."""
     sizes = torch.tensor(numels, dtype=torch.int64)
@@ -326,10 +315,7 @@ def _block_table(numels: tuple[int, ...], block: int, device: torch.device) -> t
     first = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
     tids = torch.repeat_interleave(torch.arange(len(numels)), counts)
     blks = torch.arange(int(first[-1])) - first[tids]
-    table = torch.cat([tids, blks, sizes[tids], first])
-    if device.type == "cuda":
-        table = table.pin_memory().to(device, non_blocking=True)
-    return table, int(first[-1])
+    return torch.cat([tids, blks, sizes[tids], first]), int(first[-1])
 
 
 def _alignment(addresses: list[int], numels: list[int]) -> int:
@@ -347,74 +333,123 @@ def _launch_config(device: torch.device) -> tuple[int, int]:
     return (CUDA_BLOCK, CUDA_WARPS) if device.type == "cuda" else (INTERPRET_BLOCK, 1)
 
 
-def lamb_fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-               exp_avg_sqs: list[Tensor], steps: list[Tensor],
-               adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *, clip_coef: Tensor,
-               alpha: float, beta1: float, beta2: float, beta3: float, lr: float, eps: float,
-               weight_decay: float, bias_correction: bool, trust_ratio: str,
+@dataclass(frozen=True)
+class BucketPlan:
+    """What the kernels need to know about a bucket besides its values, built once per layout."""
+
+    ptrs: Tensor      # int64 (n, roles): every tensor's address, on the device
+    table: Tensor     # the block table (`_block_table`), on the device
+    n_tensors: int
+    n_blocks: int
+    n_roles: int
+    n_div: int        # 1, or the alignment the ALIGNED kernels may assume
+    block: int
+    warps: int
+
+
+_PLANS: dict[tuple, BucketPlan | None] = {}
+MAX_PLANS = 64
+
+
+def _plan_key(lists: list[list[Tensor]]) -> tuple:
+    """Everything a plan depends on: every tensor's address, the parameters' shapes and the
+    parameters' and gradients' strides, and the bucket's device and dtype.
+
+    The state tensors are the optimizer's own: one with a new layout also has a new address.
+    """
+    params, grads = lists[0], lists[1]
+    return (params[0].device, params[0].dtype, tuple(map(Tensor.data_ptr, itertools.chain.from_iterable(lists))),
+            tuple(map(Tensor.size, params)), tuple(map(Tensor.stride, params)), tuple(map(Tensor.stride, grads)))
+
+
+def _build_plan(lists: list[list[Tensor]]) -> BucketPlan | None:
+    if not can_fuse(lists):
+        return None
+    params = lists[0]
+    device = params[0].device
+    addresses = [t.data_ptr() for row in zip(*lists) for t in row]  # one row per tensor
+    numels = [p.numel() for p in params]
+    block, warps = _launch_config(device)
+    table, n_blocks = _block_table(numels, block)
+    n_div = _alignment(addresses, numels)  # (the interpreter ignores the hints but runs those variants)
+    return BucketPlan(ptrs=to_device(torch.tensor(addresses, dtype=torch.int64), device),
+                      table=to_device(table, device), n_tensors=len(params), n_blocks=n_blocks,
+                      n_roles=len(lists), n_div=n_div, block=block, warps=warps)
+
+
+def bucket_plan(lists: list[list[Tensor]]) -> BucketPlan | None:
+    """The cached plan of a bucket (aligned lists: params, grads, exp_avgs, exp_avg_sqs[, a, prev]),
+    or None when the kernels do not cover it (see `can_fuse`)."""
+    if not lists[0]:
+        return None
+    global plans_built
+    key = _plan_key(lists)
+    if key not in _PLANS:
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = _build_plan(lists)
+        plans_built += 1
+    return _PLANS[key]
+
+
+def lamb_fused(plan: BucketPlan, params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+               exp_avg_sqs: list[Tensor], adaptors: list[Tensor] | None, prevs: list[Tensor] | None, *,
+               step_counts: Tensor, clip_coef: Tensor, alpha: float, beta1: float, beta2: float, beta3: float,
+               lr: float, eps: float, weight_decay: float, bias_correction: bool, trust_ratio: str,
                stats: StepStats | None = None) -> None:
     """One ALTO (adaptors given) or Lamb step of a bucket, like `lamb_multi_tensor`.
 
-    Differences: the gradients arrive UNclipped and `clip_coef` (a device tensor) is applied in
-    the kernel; afterwards the gradient buffers hold u (the unscaled update) as scratch. The
-    bucket must pass `can_fuse`.
+    `plan` is `bucket_plan` of these lists. The gradients arrive unclipped and `clip_coef` (a
+    device tensor) is applied in the kernel; afterwards the gradient buffers hold u (the unscaled
+    update) as scratch. `step_counts` (CPU) are this step's counts, already incremented.
+    Not for torch.compile's graphs: the kernels write tensors that they reach through the address
+    table, which the compiler cannot see (the optimizers call it outside them).
     """
-    if not params:
-        return
+    global buckets_fused
     device, dtype = params[0].device, params[0].dtype
-    n = len(params)
+    refuse_cuda_graph_capture("the fused ALTO/Lamb kernels", device)
+    n, n_blocks = plan.n_tensors, plan.n_blocks
     adapt = adaptors is not None
-    torch._foreach_add_(steps, 1)  # CPU step counters, as in the multi-tensor path
 
-    roles = [params, grads, exp_avgs, exp_avg_sqs] + ([adaptors, prevs] if adapt else [])
-    addresses = [t.data_ptr() for row in zip(*roles) for t in row]  # one row per tensor
-    ptrs = _to_device(addresses, torch.int64, device)
-    block, warps = _launch_config(device)
-    table, n_blocks = _block_table(tuple(p.numel() for p in params), block, device)
-
-    scalars = [alpha, beta1, -(1 - beta1), 1 - beta2, beta3, 1 - beta3, weight_decay, -lr,
-               PAPER_EPS2, PAPER_EPS3]
+    group = torch.tensor([alpha, beta1, -(1 - beta1), 1 - beta2, beta3, 1 - beta3, weight_decay, -lr,
+                          PAPER_EPS2, PAPER_EPS3], dtype=torch.float64)
     if bias_correction:
-        bc1, bc2_sqrt = bias_corrections(steps, beta2, beta3)
-        scalars += [eps * b for b in bc2_sqrt] + [b2 / b1 for b1, b2 in zip(bc1, bc2_sqrt)]
+        per_tensor = list(bias_correction_scalars(step_counts, beta2, beta3, eps))
     else:
-        scalars += [eps] * n
-    scal = _to_device(scalars, dtype, device)
+        per_tensor = [torch.full((n,), eps, dtype=torch.float64)]
+    scal = to_device(torch.cat([group, *per_tensor]).to(dtype), device)
     coef = clip_coef.to(device=device, dtype=dtype).reshape(1)
 
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
     norms = apply_ratio or stats is not None
     with_stats = stats is not None
-    precise = dtype == torch.float32
-    n_div = _alignment(addresses, [p.numel() for p in params]) if device.type == "cuda" else 1
-    partials = torch.empty((9 if with_stats else 3, max(n_blocks, 1)), device=device, dtype=dtype)
-    scales = torch.empty(n, device=device, dtype=dtype)
-    ratios = torch.empty(n, device=device, dtype=dtype)
-    u_norms = torch.empty(n, device=device, dtype=dtype)
+    rows = N_ROWS_E if with_stats and adapt else N_ROWS
+    work = torch.empty(rows * max(n_blocks, 1) + 3 * n, device=device, dtype=dtype)
+    partials = work[:rows * max(n_blocks, 1)].view(rows, max(n_blocks, 1))
+    scales, ratios, u_norms = work[rows * max(n_blocks, 1):].view(3, n)
     mode = (MODE_PAPER if trust_ratio == "paper" else MODE_REFERENCE) if apply_ratio else MODE_NONE
-
     decay = weight_decay != 0
-    aligned = dict(ALIGNED=n_div > 1, N_DIV=n_div, BLOCK=block, num_warps=warps)
+    aligned = dict(ALIGNED=plan.n_div > 1, N_DIV=plan.n_div, BLOCK=plan.block, num_warps=plan.warps)
     # Triton launches on the current CUDA device: make it the bucket's
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         if n_blocks:  # none when every tensor of the bucket is empty
             _pass1_kernel[(n_blocks,)](
-                ptrs, table, scal, coef, partials, n, n_blocks, N_ROLES=len(roles), ADAPT=adapt,
+                plan.ptrs, plan.table, scal, coef, partials, n, n_blocks, N_ROLES=plan.n_roles, ADAPT=adapt,
                 BIAS_CORRECTION=bias_correction, DECAY=decay, NORMS=norms, LOAD_P=norms or decay,
-                LERP_FROM_END=(1 - beta2) >= 0.5, STATS=with_stats and adapt, PRECISE=precise, **aligned)
-        _ratio_kernel[(n,)](table, scal, partials, scales, ratios, u_norms, n, n_blocks,
-                            NORMS=norms, MODE=mode, PRECISE=precise, RBLOCK=REDUCE_BLOCK)
+                LERP_FROM_END=(1 - beta2) >= 0.5, STATS=with_stats and adapt, PRECISE=dtype == torch.float32,
+                **aligned)
+        _ratio_kernel[(n,)](plan.table, scal, partials, scales, ratios, u_norms, n, n_blocks,
+                            NORMS=norms, MODE=mode, PRECISE=dtype == torch.float32, RBLOCK=REDUCE_BLOCK)
         if n_blocks:
-            _pass2_kernel[(n_blocks,)](ptrs, table, scales, partials, n_blocks, N_ROLES=len(roles),
+            _pass2_kernel[(n_blocks,)](plan.ptrs, plan.table, scales, partials, n_blocks, N_ROLES=plan.n_roles,
                                        STATS=with_stats, **aligned)
+    buckets_fused += 1
 
     if stats is not None:
-        if adapt:
-            sums = partials[3:9, :n_blocks].sum(dim=1)
-            for key, value in zip(E_STATS, sums.unbind()):
-                stats.add(key, value)
         step_norm = u_norms * lr if not apply_ratio else u_norms * ratios * lr
-        stats.add("upd_sq", step_norm.square().sum())
-        stats.add("p_sq", partials[R_P_NEW.value, :n_blocks].sum())
+        lamb = torch.stack([partials[R_P_NEW.value, :n_blocks].sum(), step_norm.square().sum()])
+        stats.add_sums(P_SQ, lamb)
+        if adapt:
+            stats.add_sums(G_SQ, partials[R_E.value:, :n_blocks].sum(dim=1))
         if apply_ratio:
             stats.trust_ratios.append(ratios)

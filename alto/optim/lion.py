@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _validate as check
-from ._telemetry import StepStats, sumsq
+from ._telemetry import P_SQ, StepStats, sumsq_each
 from .clip import global_norm, group_by_device_dtype
 
 
@@ -25,8 +25,8 @@ def lion_multi_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[
     torch._foreach_add_(params, updates, alpha=-lr)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
     if stats is not None:
-        stats.add("upd_sq", sumsq(updates) * lr * lr)
-        stats.add("p_sq", sumsq(params))
+        p_sq, sign_sq = sumsq_each([params, updates])
+        stats.add_sums(P_SQ, torch.stack([p_sq, sign_sq * (lr * lr)]))
 
 
 def lion_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], *,
@@ -80,6 +80,6 @@ class Lion(Optimizer):
                      lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
                      stats=stats)
         if stats is not None and all_grads:
-            stats.add("grad_norm", global_norm(all_grads))
+            stats.set("grad_norm", global_norm(all_grads))
             self.stats = stats.result()
         return loss
