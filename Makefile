@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: app test install clean
+.PHONY: app test install clean gpu-wheels
 
 install: $(STAMP)
 
@@ -23,3 +23,10 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Pure-Python wheels the training path needs beyond a GPU image's torch/numpy/pandas/scikit-learn:
+# carry .gpu-wheels/ to a GPU machine for `python -m alto.gpu_check` (its --help says how).
+GPU_WHEELS = 'sqlite-utils>=3.36,<4' click click-default-group pluggy python-dateutil six sqlite-fts4 tabulate
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .gpu-wheels $(GPU_WHEELS)
+

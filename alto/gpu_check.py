@@ -2,7 +2,15 @@
 
     python -m alto.gpu_check [--budget-s 230] [--only NAME[,NAME...]] [--list]
 
-Runs the named checks of CHECKS in order and writes one JSON line as each finishes,
+Checks, in order: the training engine on CUDA (a short real run per optimizer, ALTO, Lamb, SGD and
+LION, in fp32 and bf16 autocast, the fused kernels on and off; CPU and CUDA losses agreeing over 20
+steps; the training clock reading device time from CUDA events; at most a few host syncs per flush,
+never one a step; a run queued and launched by the supervisor as the app does, then a flatness job
+on its weights; a torchrun launch of a world of one through NCCL), then the fused kernels
+(correctness against the multi-tensor path at the spec's tolerances, determinism, cached plans, no
+host sync in a step), then the optimizer benchmark at GPT-2-medium size with its targets.
+
+It runs the named checks of CHECKS in order and writes one JSON line as each finishes,
 {"check": name, "ok": true|false, "seconds": s, ...details}, plus the lines a check emits while it
 runs (the benchmark rows), then a summary line {"check": "summary", "ok": ..., "failed": [...]}.
 Every check asserts a positive signal, not merely that it finished: fused runs must have stepped
@@ -15,7 +23,11 @@ host time <= 10% of a fused step) are checks of kind "target", listed apart in t
 Exit status: 0 only if every check and target passed; 1 if one failed, raised or was skipped
 because less than its budget was left; 2 without a CUDA device (or with TRITON_INTERPRET set, which keeps
 Triton off the GPU). It needs no network and no file outside the checkout, and its optimizer
-checks import nothing beyond torch and Triton.
+checks import nothing beyond torch and Triton. The engine checks need what the training path needs:
+torch, numpy, scikit-learn, scipy, pandas and sqlite-utils (not streamlit or plotly). On a machine
+whose Python lacks sqlite-utils (a bare GPU image), carry its pure-Python wheels: `make gpu-wheels`
+in a checkout with network writes them to .gpu-wheels/ (ignored by git); on the GPU machine,
+    pip install --no-index --no-deps --target /tmp/site .gpu-wheels/*.whl && PYTHONPATH=/tmp/site:$PWD python -m alto.gpu_check
 
 To add a check (e.g. a short training run), append a Check to CHECKS: a name, a function
 taking the Context and returning a dict with "ok", and the seconds it may take at most. Import
@@ -148,8 +160,223 @@ def _bench_targets(ctx: Context) -> dict:
     return kernel_checks.bench_targets(ctx.results.get("_bench_rows", {}))
 
 
+# ----------------------------------------------------------------------------------- engine
+# The training path end to end on the GPU: the engine, its clock and telemetry, the supervisor,
+# torchrun and a flatness job. They need sqlite-utils (the store): see --help for carrying it.
+
+ENGINE_RUN = dict(dataset="digits", model="mlp", batch_size=256, eval_every=10, save_final=False,
+                  model_kwargs={"hidden": [64]})
+
+
+def _engine_config(**fields):
+    from alto.train import RunConfig
+    return RunConfig(**{**ENGINE_RUN, **fields})
+
+
+def _training_runs(ctx: Context) -> dict:
+    """A short real run per optimizer on CUDA, fp32 and bf16 autocast, with the fused kernels on
+    and off for ALTO and Lamb: each finishes with a finite loss on the training clock, and the
+    fused runs did step buckets with the kernels (a silent fallback fails)."""
+    import math
+
+    from alto.optim import fused
+    from alto.train import train
+
+    runs, ok = {}, True
+    for optimizer, modes in (("alto", (True, False)), ("lamb", (True, False)), ("sgd", (None,)), ("lion", (None,))):
+        for precision in ("fp32", "bf16"):
+            for use_fused in modes:
+                before = fused.buckets_fused
+                result = train(_engine_config(optimizer=optimizer, precision=precision, max_steps=30, device="cuda",
+                                              hparams={} if use_fused is None else {"fused": use_fused}))
+                launched = fused.buckets_fused - before
+                loss = result.final.get("train/loss", math.nan)
+                good = (result.status == "finished" and math.isfinite(loss) and result.train_s > 0
+                        and (launched > 0 if use_fused else launched == 0))
+                ok &= good
+                runs[f"{optimizer},{precision}{'' if use_fused is None else f',fused={use_fused}'}"] = {
+                    "ok": good, "loss": round(loss, 5), "train_s": round(result.train_s, 3), "fused_buckets": launched}
+    return {"ok": ok, "runs": runs}
+
+
+def _cpu_and_cuda_agree(ctx: Context) -> dict:
+    """The same 20 fp32 steps on the CPU and on CUDA (kernels off, then on): every step's loss
+    agrees within 1e-4 relative (only summation order differs)."""
+    import tempfile
+    from pathlib import Path
+
+    from alto.store import Store
+    from alto.train import train
+
+    losses = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "agree.db")
+        experiment = store.create_experiment("cpu vs cuda")
+        for device, use_fused in (("cpu", False), ("cuda", False), ("cuda", True)):
+            config = _engine_config(optimizer="alto", device=device, max_steps=20, threads=4,
+                                    hparams={"fused": use_fused})
+            run_id = store.add_run(experiment, name=device, optimizer="alto", seed=0, lr=config.base_lr,
+                                   config=config.to_dict())
+            with store.writer(run_id) as writer:
+                train(config, writer=writer)
+            losses[(device, use_fused)] = store.series(run_id, "train/loss")["value"]
+        store.close()
+    cpu = losses[("cpu", False)]
+    errors = {f"cuda,fused={f}": float(max(abs(losses[("cuda", f)] - cpu) / abs(cpu))) for f in (False, True)}
+    return {"ok": len(cpu) == 20 and all(e <= 1e-4 for e in errors.values()), "max_relative_error": errors}
+
+
+def _clock_is_device_time(ctx: Context) -> dict:
+    """The training clock reads CUDA events: a kernel that keeps the GPU busy for a known number of
+    cycles shows in the step's time although the host only queued it."""
+    from alto.train.telemetry import StepClock
+
+    clock = StepClock(ctx.device)
+    clock.begin()
+    t0 = time.perf_counter()
+    torch.cuda._sleep(50_000_000)  # tens of milliseconds of device time, queued in microseconds
+    queued_ms = (time.perf_counter() - t0) * 1e3
+    clock.pause()
+    clock.resume()
+    clock.end()
+    torch.cuda.synchronize()
+    train_ms, _, _ = clock.resolve()[0]
+    return {"ok": clock.cuda and train_ms > 5 * max(queued_ms, 0.1), "device_ms": round(train_ms, 3),
+            "host_queue_ms": round(queued_ms, 3)}
+
+
+class _CountingWriter:
+    """A MetricWriter that counts its flushes (one per telemetry flush or evaluation)."""
+
+    def __init__(self, writer):
+        self.writer, self.flushes = writer, 0
+
+    def __getattr__(self, name):
+        return getattr(self.writer, name)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.writer.flush()
+
+
+def _host_syncs(ctx: Context) -> dict:
+    """A 200-step run with telemetry on syncs the host only when it flushes or evaluates (counted
+    by torch.cuda.set_sync_debug_mode("warn")), never once a step."""
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    from alto.store import Store
+    from alto.train import train
+
+    steps = 200
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "syncs.db")
+        config = _engine_config(optimizer="alto", device="cuda", max_steps=steps, eval_every=100)
+        run_id = store.add_run(store.create_experiment("syncs"), name="syncs", optimizer="alto", seed=0,
+                               lr=config.base_lr, config=config.to_dict())
+        with store.writer(run_id) as writer, warnings.catch_warnings(record=True) as caught:
+            counting = _CountingWriter(writer)
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                result = train(config, writer=counting)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        store.close()
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    allowed = 3 * counting.flushes + 30  # a flush's copy, evaluations, and the set-up's copies
+    return {"ok": result.status == "finished" and syncs <= allowed and syncs < steps / 4,
+            "syncs": syncs, "flushes": counting.flushes, "steps": steps}
+
+
+def _queued_run(store, **fields) -> int:
+    from alto.runner import queue_experiment
+    from alto.train.presets import parse_preset, expand
+
+    preset = parse_preset({"name": "gpu-check", "optimizers": [fields.pop("optimizer", "alto")],
+                           "run": {**ENGINE_RUN, "device": "cuda", "max_steps": 30, **fields}})
+    experiment = queue_experiment(store, preset, expand(preset))
+    return store.list_runs(experiment_id=experiment)[0]["id"]
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _supervisor_run(ctx: Context) -> dict:
+    """A run queued as the app queues it, launched by a real Supervisor as its own process on
+    the GPU; then a flatness job on its final weights, launched the same way."""
+    import tempfile
+    from pathlib import Path
+
+    from alto.probes.flatness_job import queue_flatness_job
+    from alto.runner import Supervisor
+    from alto.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "supervised.db")
+        run_id = _queued_run(store, save_final=True)
+        supervisor = Supervisor(store)
+        supervisor.start()
+        try:
+            finished = _wait_for(lambda: store.get_run(run_id)["status"] not in ("queued", "running"),
+                                 max(10.0, min(90.0, ctx.left() - 40)))
+            run = store.get_run(run_id)
+            params = store.get_params(run_id)
+            job_id = queue_flatness_job(store, run["experiment_id"], batch_size=256, iters=5, trace_samples=4)
+            _wait_for(lambda: store.get_job(job_id)["status"] not in ("queued", "running"),
+                      max(10.0, min(60.0, ctx.left() - 10)))
+            job = store.get_job(job_id)
+            artifacts = store.artifacts(kind="flatness", experiment_id=run["experiment_id"])
+        finally:
+            supervisor.stop()
+        store.close()
+    measured = artifacts[0]["payload"] if artifacts else {}
+    eig = [r["top_eigenvalue"] for r in measured.get("runs", [])]
+    ok = (finished and run["status"] == "finished" and str(params.get("device", "")).startswith("cuda")
+          and params.get("train_s", 0) > 0 and job["status"] == "finished" and measured.get("device", "").startswith("cuda")
+          and len(eig) == 1 and eig[0] == eig[0])
+    return {"ok": ok, "run": run["status"], "device": params.get("device"), "job": job["status"],
+            "error": (run.get("error") or job.get("error") or "")[:1500], "top_eigenvalue": eig}
+
+
+def _torchrun_world_of_one(ctx: Context) -> dict:
+    """torchrun with one process on one GPU: the NCCL process-group path launches, trains and
+    records (the multi-rank all-reduce is covered by the CPU gloo tests)."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from alto.store import Store
+    from alto.train.distributed import launch_argv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "torchrun.db")
+        run_id = _queued_run(store)
+        argv = launch_argv(run_id, str(store.path), {}, sys.executable, torchrun=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=max(10.0, ctx.left() - 5))
+        run, params = store.get_run(run_id), store.get_params(run_id)
+        store.close()
+    ok = (proc.returncode == 0 and run["status"] == "finished" and params.get("process_group") is True
+          and str(params.get("device", "")).startswith("cuda"))
+    return {"ok": ok, "status": run["status"], "process_group": params.get("process_group"),
+            "output": (proc.stdout + proc.stderr)[-1500:] if not ok else ""}
+
+
 CHECKS: list[Check] = [
     Check("info", lambda ctx: info(ctx.device), 10),
+    Check("engine.training_runs", _training_runs, 45),
+    Check("engine.cpu_and_cuda_agree", _cpu_and_cuda_agree, 20),
+    Check("engine.clock_is_device_time", _clock_is_device_time, 5),
+    Check("engine.host_syncs_per_flush", _host_syncs, 20),
+    Check("engine.supervisor_run_and_flatness_job", _supervisor_run, 60),
+    Check("engine.torchrun_world_of_one", _torchrun_world_of_one, 30),
     *(Check(f"optim.fused_matches_reference[{name},{tr},bc={int(bc)}]",
             _optim("fused_matches_reference", name, tr, bc), 20)
       for name, tr, bc in [("alto", "reference", True), ("alto", "paper", False),

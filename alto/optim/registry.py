@@ -38,13 +38,13 @@ class OptimizerSpec:
 def _alto_defaults(batch_size):
     alpha, beta1 = adaptor_defaults(batch_size)
     return dict(lr=1e-3, betas=(beta1, 0.9, 0.99), alpha=alpha, eps=1e-6, weight_decay=1e-4,
-                grad_clip=1.0, bias_correction=True, trust_ratio="reference", allow_unstable=False)
+                grad_clip=1.0, bias_correction=True, trust_ratio="reference", allow_unstable=False, fused=None)
 
 
 def _lamb_defaults(bias_correction):
     return lambda batch_size: dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-4,
                                    grad_clip=1.0, bias_correction=bias_correction,
-                                   trust_ratio="reference")
+                                   trust_ratio="reference", fused=None)
 
 
 def _sgd_defaults(batch_size):
@@ -124,8 +124,10 @@ def validate(name: str, batch_size: int | None = None, **overrides) -> dict:
     """Resolve and run the optimizer's own checks (on a throw-away parameter); returns the
     hyper-parameters. Any problem is a ValueError naming the hyper-parameter."""
     hp = resolve(name, batch_size, **overrides)
-    try:
-        OPTIMIZERS[name].make([torch.zeros(1, requires_grad=True)], dict(hp))
+    if hp.get("fused") not in (None, True, False):
+        raise ValueError(f"{name}: fused must be None (automatic), true or false, got {hp['fused']!r}")
+    try:  # the kernels' device is the run's, not this throw-away parameter's: check the rest here
+        OPTIMIZERS[name].make([torch.zeros(1, requires_grad=True)], {**hp, **({"fused": False} if "fused" in hp else {})})
     except TypeError as err:  # e.g. a string where a number belongs
         raise ValueError(f"{name}: invalid hyper-parameter value: {err}") from None
     return hp
