@@ -102,3 +102,17 @@ def test_kernel_checks_run_on_the_cpu_without_the_dashboard_packages():
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["check"] for r in lines] == ["optim.fused_determinism", "optim.plan_is_cached", "summary"]
     assert all(r["ok"] for r in lines), lines
+
+
+@pytest.mark.slow
+def test_the_engine_checks_run_through_on_the_cpu():
+    """The engine checks are written for CUDA but take their device from the context: on the CPU
+    (kernels off, gloo for torchrun, the flatness job on the CPU) they must pass too, so that the
+    script's own code is known to work before the first GPU meets it."""
+    ctx = Context(device=torch.device("cpu"), deadline=time.monotonic() + 600, emit=lambda record: None)
+    for check in (gpu_check._training_runs, gpu_check._supervisor_run, gpu_check._torchrun_world_of_one):
+        record = check(ctx)
+        assert record["ok"], record
+    runs = gpu_check._training_runs(ctx)["runs"]
+    assert set(runs) == {f"{o},{p}{f}" for o, f in (("alto", ",fused=False"), ("lamb", ",fused=False"), ("sgd", ""),
+                                                    ("lion", "")) for p in ("fp32", "bf16")}
