@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from alto.store import CONFIRM_TAG, Store
 from alto.train.config import RunConfig
-from alto.train.presets import Preset, run_name
+from alto.train.presets import Preset, held_note, run_name
 
 
 def queue_experiment(store: Store, preset: Preset, configs: list[RunConfig], *, name: str | None = None,
@@ -16,7 +16,9 @@ def queue_experiment(store: Store, preset: Preset, configs: list[RunConfig], *, 
         name or preset.title, preset=preset.name, notes=notes,
         config={"preset": preset.name, "source": preset.source, "description": preset.description,
                 "targets": preset.targets, "optimizers": sorted({c.optimizer for c in configs}),
-                "seeds": sorted({c.seed for c in configs}), "sweep": preset.sweep})
+                "seeds": sorted({c.seed for c in configs}), "sweep": preset.sweep,
+                "batch_defaults": preset.batch_defaults if "batch_size" in preset.sweep else None,
+                "held": held_note(preset, sorted({c.optimizer for c in configs}))})
     for config in configs:
         store.add_run(experiment_id, name=run_name(config, sweep_keys), optimizer=config.optimizer,
                       seed=config.seed, lr=config.optimizer_hparams()["lr"], config=config.to_dict(),
@@ -24,10 +26,12 @@ def queue_experiment(store: Store, preset: Preset, configs: list[RunConfig], *, 
     return experiment_id
 
 
-def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], seeds: int) -> list[int]:
+def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], seeds: int, *,
+                       where: dict | None = None) -> list[int]:
     """Queue each optimizer at its chosen LR on `seeds` seeds the experiment has not used yet,
     tagged CONFIRM_TAG; returns the new run ids. The numbers of the seeds that chose an LR are
-    optimistic (the winner's curse); these fresh runs are what a confirmed verdict rests on."""
+    optimistic (the winner's curse); these fresh runs are what a confirmed verdict rests on.
+    In a sweep, `where` names the swept value whose choice is confirmed ({"batch_size": 256})."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
         raise ValueError(f"seeds must be an integer from 1 to 100, got {seeds!r}")
     runs = store.list_runs(experiment_id=experiment_id)
@@ -36,9 +40,13 @@ def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], 
     first_fresh = max((r["seed"] for r in runs), default=-1) + 1
     experiment = store.get_experiment(experiment_id)
     sweep_keys = sorted((experiment.get("config") or {}).get("sweep") or {})
+    loose = [k for k in sweep_keys if k not in (where or {})]
+    if loose:
+        raise ValueError(f"where: experiment {experiment_id} sweeps {', '.join(loose)}; confirm one value at a time")
     ids = []
     for optimizer, lr in sorted(lrs.items()):
-        template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)), None)
+        template = next((r for r in runs if r["optimizer"] == optimizer and float(r["lr"]) == float(lr)
+                         and all(r["config"].get(k) == v for k, v in (where or {}).items())), None)
         if template is None:
             raise ValueError(f"lrs: experiment {experiment_id} has no {optimizer} run at lr {lr:g}")
         for seed in range(first_fresh, first_fresh + seeds):
