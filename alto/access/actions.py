@@ -21,10 +21,11 @@ def queue_experiment(role: str, store: Store, preset: Preset, configs: list[RunC
     return queue.queue_experiment(store, preset, configs, name=name)
 
 
-def queue_confirmation(role: str, store: Store, experiment_id: int, lrs: dict[str, float], seeds: int) -> list[int]:
-    """Queue the chosen LRs on fresh seeds (Compare's Confirm); returns the new run ids."""
+def queue_confirmation(role: str, store: Store, experiment_id: int, lrs: dict[str, float], seeds: int, *,
+                       where: dict | None = None) -> list[int]:
+    """Queue the chosen LRs on fresh seeds (Compare's Confirm; `where`: a sweep's value); returns the new run ids."""
     require_editor(role, "queue confirmation runs")
-    return queue.queue_confirmation(store, experiment_id, lrs, seeds)
+    return queue.queue_confirmation(store, experiment_id, lrs, seeds, where=where)
 
 
 def queue_flatness_job(role: str, store: Store, experiment_id: int, **settings) -> int:

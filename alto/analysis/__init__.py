@@ -8,6 +8,10 @@ measured    the verdict of one pair at one target as the ROI page and the report
 savings     GPU-hours, money, energy and CO2e a speed-up saves a year (pure)
 claims      the paper's headline claims, kept apart from what was measured, and what this
             experiment measured at a claim's own metric and threshold
+sweep       the map of a sweep: each candidate against the baseline at every swept value (one
+            workload each), speed-ups and final-metric differences, and what else changed with it
+scoreboard  every workload's costs, ratios to the fastest and verdicts against it; the
+            performance profile across workloads and its area
 
 The statistics themselves live in `alto.stats`; what people read is built in
 `alto.presentation`. Import from the module that defines a name.

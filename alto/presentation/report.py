@@ -10,13 +10,13 @@ import pandas as pd
 
 import alto
 from alto.analysis.claims import PAPER_CLAIMS, beside, paper_scenario
-from alto.analysis.experiment import DEFAULT_STATUSES, grouped_series
+from alto.analysis.experiment import DEFAULT_STATUSES, grouped_series, sweep_keys
 from alto.analysis.measured import measure
 from alto.analysis.savings import DEFAULT_CARBON_KG_PER_KWH, GPU_TYPES, RoiInputs, roi
 from alto.plots import curves, seed_dots
 from alto.store import Store
 
-from . import views
+from . import sweeps, views
 
 DEFAULT_COSTS = dict(gpu_hourly_price=GPU_TYPES["H100"]["price"], gpus_per_job=8, baseline_hours_per_job=24.0,
                      jobs_per_year=50, energy_kwh_per_gpu_hour=GPU_TYPES["H100"]["kwh"],
@@ -84,6 +84,23 @@ def _claims_beside(store: Store, experiment_id: int, lrs: dict[str, float] | Non
     return pd.DataFrame(rows)
 
 
+def _sweep_section(store: Store, experiment_id: int, inline: bool) -> tuple[list[str], list[str]]:
+    """(the map's one-line answers, the section's HTML with the map figure and table; plotly.js
+    inlined when `inline`); a sweep experiment's report opens with the answers."""
+    from alto.analysis.sweep import sweep_map
+
+    try:
+        m = sweep_map(store, experiment_id)
+    except ValueError as err:
+        return [f"No map yet: {err}"], []
+    answers = [sweeps.answer(m, c) for c in m.candidates]
+    parts = ["<h2>Where does it pay off? The sweep map</h2>",
+             *(f"<p class='note'>{_e(a)}</p>" for a in answers),
+             sweeps.map_figure(m).to_html(full_html=False, include_plotlyjs="inline" if inline else False),
+             f"<p class='note'>{_e(sweeps.varying_note(m))}</p>", _table(sweeps.map_table(m))]
+    return answers, parts
+
+
 def build_report(store: Store, experiment_id: int, *, candidate: str | None = None, baseline: str | None = None,
                  metric: str | None = None, threshold: float | None = None, costs: dict | None = None) -> str:
     """The whole report as one HTML string (plotly.js inlined, no network needed to view it).
@@ -105,9 +122,13 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
         problem = str(err)
     comparison = measured.comparison if measured else None
     metric = comparison.metric if comparison else (metric or "val/acc")
+    answers, sweep_parts = (_sweep_section(store, experiment_id, inline=measured is None) if sweep_keys(experiment)
+                            else ([], []))
 
     sections = [f"<h1>ALTO Lab report: {_e(experiment['name'])}</h1>"]
-    if measured is not None:
+    if measured is None and answers:  # a sweep: one workload per value, so the map's answers open it
+        sections += [f"<p class='verdict'>{_e(a)}</p>" for a in answers]
+    elif measured is not None:
         sections.append(f"<p class='verdict'>{_e(measured.row.verdict.sentence)}</p>")
         for note in (views.selection_note(comparison), views.left_out_note(comparison)):
             if note:
@@ -152,8 +173,9 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
             sections += [f"<h3>{_e(metric)} {'≥' if comparison.mode == 'max' else '≤'} {t:g}</h3>",
                          _table(views.verdict_table(comparison, t)), _table(views.arm_table(comparison, t))]
         sections += [dots.to_html(full_html=False, include_plotlyjs="inline"), split]
+    sections += sweep_parts
     sections += ["<h2>Setup</h2>", _table(setup), _table(hparams), "<h2>Curves</h2>",
-                 *_figures(store, counted, metric, plotly_included=measured is not None)]
+                 *_figures(store, counted, metric, plotly_included=measured is not None or bool(sweep_parts))]
 
     columns = {}
     inputs = measured.roi_inputs(**costs) if measured is not None else None
