@@ -501,23 +501,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    """Queue the chosen LRs on fresh seeds (tagged confirm) and train them here."""
+    """Queue the chosen LRs on fresh seeds (tagged confirm) and train them here; in a sweep without
+    --where, every swept value's."""
+    from alto.analysis.experiment import sweep_keys
     from alto.analysis.verdicts import compare
-    from alto.runner.queue import queue_confirmation
+    from alto.runner.queue import queue_confirmation, queue_sweep_confirmation
 
     store = _open_store(args.db)
+    thresholds = None if args.threshold is None else [args.threshold]
     try:
         where = _parse_where(args.where)
-        lrs = compare(store, args.experiment, metric=args.metric,
-                      thresholds=None if args.threshold is None else [args.threshold], where=where).selection.lrs
-        ids = queue_confirmation(store, args.experiment, lrs, args.seeds, where=where)
+        if where is None and sweep_keys(store.get_experiment(args.experiment)):
+            ids = queue_sweep_confirmation(store, args.experiment, args.seeds, metric=args.metric,
+                                           threshold=args.threshold)
+            chosen = "each swept value's chosen LRs"
+        else:
+            lrs = compare(store, args.experiment, metric=args.metric, thresholds=thresholds, where=where).selection.lrs
+            ids = queue_confirmation(store, args.experiment, lrs, args.seeds, where=where)
+            chosen = ", ".join(f"{o} lr={lr:g}" for o, lr in sorted(lrs.items()))
     except KeyError:
         raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
     except ValueError as err:
         raise SystemExit(f"alto: {err}") from None
-    print(f"experiment {args.experiment}: {len(ids)} confirmation runs queued "
-          f"({', '.join(f'{o} lr={lr:g}' for o, lr in sorted(lrs.items()))}, {args.seeds} fresh seeds each)",
-          flush=True)
+    print(f"experiment {args.experiment}: {len(ids)} confirmation runs queued ({chosen}, {args.seeds} fresh seeds "
+          "each)", flush=True)
     if args.queue_only:
         print("queued only: the app or `alto worker` will run them")
         return 0
@@ -617,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--metric", help="as for compare")
     confirm.add_argument("--threshold", type=float, help="as for compare")
     confirm.add_argument("--where", action="append", metavar="SETTING=VALUE",
-                         help="one value of a sweep, e.g. batch_size=256 (required for a sweep)")
+                         help="one value of a sweep, e.g. batch_size=256 (default in a sweep: every value)")
     confirm.add_argument("--queue-only", action="store_true", help="queue them for the app or `alto worker`")
     confirm.add_argument("--db", default=default_db())
     confirm.set_defaults(func=cmd_confirm)

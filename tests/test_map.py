@@ -205,3 +205,22 @@ def test_the_difference_ci_behind_better_and_worse_is_calibrated(n, sa, sb):
     flagged = metric_difference([0.9, 0.91], [0.5, 0.51])
     assert difference_word(flagged, "max") == "better" and difference_word(flagged, "min") == "worse"
     assert difference_word(flagged, "max", ("unconfirmed",)) == "not enough evidence"
+
+
+def test_confirming_a_sweep_confirms_every_value_at_its_own_chosen_lrs(store):
+    e = sweep_experiment(store, seeds=2)
+    for b, lr in ((64, 0.1), (1024, 0.001)):  # a second, worse LR for alto at two batch sizes
+        for seed in range(2):
+            add_run(store, e, "alto", lr, seed, curve(900, 0.7, 0.0), config={"batch_size": b})
+    ids = queue_confirmation_everywhere(store, e)
+    fresh = [store.get_run(i) for i in ids]
+    assert sorted({r["config"]["batch_size"] for r in fresh}) == BATCHES
+    assert {(r["config"]["batch_size"], r["lr"]) for r in fresh if r["optimizer"] == "alto"} == {
+        (b, 0.01) for b in BATCHES}
+    assert all(r["status"] == "queued" and "confirm" in r["tags"] for r in fresh)
+    assert len(fresh) == len(BATCHES) * 3 * 1
+
+
+def queue_confirmation_everywhere(store, e):
+    from alto.runner.queue import queue_sweep_confirmation
+    return queue_sweep_confirmation(store, e, 1)

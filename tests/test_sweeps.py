@@ -147,3 +147,11 @@ def test_launch_shows_the_sweep_count_and_duration(tmp_path, monkeypatch):
     assert any("held fixed" in c.value for c in at.caption)
     at.number_input[2].set_value(512).run()                              # a batch size over the sweep
     assert not at.success and any("sweeps batch_size" in e.value for e in at.error)
+
+
+def test_a_subset_of_optimizers_keeps_the_grids_that_apply_to_it():
+    preset = load_preset("digits-batch-sweep")
+    configs = expand(preset, optimizers=["alto", "lamb"], lr_grid={"alto": [0.03]})
+    assert {(c.optimizer, c.lr) for c in configs} == {("alto", 0.03), ("lamb", 0.01), ("lamb", 0.03), ("lamb", 0.1)}
+    with pytest.raises(ValueError, match="lr_grid names optimizer 'sgd'"):
+        expand(preset, optimizers=["alto"], lr_grid={"sgd": [0.1]})

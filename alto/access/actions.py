@@ -28,6 +28,12 @@ def queue_confirmation(role: str, store: Store, experiment_id: int, lrs: dict[st
     return queue.queue_confirmation(store, experiment_id, lrs, seeds, where=where)
 
 
+def queue_sweep_confirmation(role: str, store: Store, experiment_id: int, seeds: int) -> list[int]:
+    """Queue every swept value's chosen LRs on fresh seeds (the Map's Confirm); returns the new run ids."""
+    require_editor(role, "queue confirmation runs")
+    return queue.queue_sweep_confirmation(store, experiment_id, seeds)
+
+
 def queue_flatness_job(role: str, store: Store, experiment_id: int, **settings) -> int:
     """Queue a flatness measurement of an experiment's final weights; returns the job id."""
     require_editor(role, "start flatness jobs")

@@ -23,9 +23,7 @@ from alto.stats.verdict import difference_word
 from alto.store import Store
 
 from .experiment import point_label, sweep_keys, sweep_points
-from .verdicts import COUNTED, Comparison, Row, compare, default_pair, select_lrs
-
-UNCONFIRMED = "LRs chosen on these seeds, optimistic until confirmed on fresh seeds"
+from .verdicts import COUNTED, UNCONFIRMED, Comparison, Row, compare, default_pair, select_lrs
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ COUNTED = ("finished", "diverged")
 AXES = ("wall_time", "step")
 AXIS_UNITS = {"wall_time": "s", "step": "steps"}
 ALL_POINTS = 1 << 62
+UNCONFIRMED = "LRs chosen on these seeds, optimistic until confirmed on fresh seeds"  # the winner's-curse flag
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -363,7 +364,7 @@ def _row(cand: str, base: str, by_arm: dict[str, list[Outcome]], selection: Sele
     budget, budget_warning = _budget(arms)
     flags = [w for w in (budget_warning,) if w]
     if confirmed is False:
-        flags.append("LRs chosen on these seeds, optimistic until confirmed on fresh seeds")
+        flags.append(UNCONFIRMED)
     target = f"{metric} {'≥' if mode == 'max' else '≤'} {threshold:g}"
     words = verdict(result, candidate=cand, baseline=base, target=target, workload=workload, budget=budget,
                     flags=tuple(flags))

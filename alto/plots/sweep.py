@@ -81,7 +81,8 @@ def _panel(fig: go.Figure, row: int, marks: Mapping[str, Sequence[Mark]], *, log
             fig.add_trace(go.Scatter(
                 x=[x for x, _ in group], y=[m.estimate for _, m in group], mode="markers+text",
                 name=f"{name}{what} ({label})", legendgroup=name, showlegend=legend,
-                text=[m.word for _, m in group], textposition="top right", textfont=dict(size=10, color=color),
+                text=[m.word for _, m in group], textposition="middle right", textfont=dict(size=10, color=color),
+                cliponaxis=False,
                 marker=dict(color=color, size=11, symbol=symbol, line=dict(width=2, color=color)),
                 error_y=dict(type="data", symmetric=False, visible=with_bars, thickness=2 if kind == "ci" else 1,
                              width=6, color=color,
@@ -94,14 +95,25 @@ def _panel(fig: go.Figure, row: int, marks: Mapping[str, Sequence[Mark]], *, log
             ys = [{"top": top, "bottom": bottom}.get(m.edge, reference) for _, m in missed]
             fig.add_trace(go.Scatter(
                 x=[x for x, _ in missed], y=ys, mode="markers+text", name=f"{name}{what} (missed)", legendgroup=name,
-                showlegend=legend, text=[m.miss for _, m in missed], textposition="top right",
-                textfont=dict(size=10, color=color),
+                showlegend=legend, text=[m.miss for _, m in missed], textposition="top center",
+                textfont=dict(size=10, color=color), cliponaxis=False,
                 marker=dict(color=color, size=13, symbol="x-thin-open", line=dict(width=3, color=color)),
                 customdata=[m.hover for _, m in missed], hovertemplate="%{customdata}<extra></extra>",
             ), row=row, col=1)
     fig.add_hline(y=reference, line_dash="dash", line_color="#555", row=row, col=1)
     fig.update_yaxes(type="log" if log_y else "linear", title_text=unit,
                      range=[math.log10(bottom), math.log10(top)] if log_y else [bottom, top], row=row, col=1)
+    if log_y:
+        ticks = log_ticks(bottom, top)
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=row, col=1)
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks between low and high (a log axis's own minor labels crowd each other)."""
+    out = []
+    for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
+        out += [m * 10.0 ** exponent for m in (1, 2, 5) if low <= m * 10.0 ** exponent <= high]
+    return out
 
 
 def sweep_map(speedups: Mapping[str, Sequence[Mark]], differences: Mapping[str, Sequence[Mark]], *,
@@ -119,24 +131,26 @@ def sweep_map(speedups: Mapping[str, Sequence[Mark]], differences: Mapping[str, 
         raise ValueError("x_values must be > 0 for a log x axis")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.09, row_heights=[0.56, 0.44],
                         subplot_titles=(speedup_label, difference_label))
-    if margin is not None:
-        fig.add_hrect(y0=margin[0], y1=margin[1], fillcolor="#999", opacity=0.12, line_width=0, row=1, col=1,
-                      annotation_text=f"no meaningful difference ({margin[0]:g}–{margin[1]:g})",
-                      annotation_position="bottom left", annotation_font_size=10)
+    layout(fig, title=title)  # first: it sets every axis, the panels then set their own
     _panel(fig, 1, speedups, log_x=log_x, log_y=True, reference=1.0, unit="speed-up (x)", legend=True)
     _panel(fig, 2, differences, log_x=log_x, log_y=False, reference=0.0, unit="difference", legend=False,
            what=" final difference")
+    if margin is not None:  # after the traces: plotly skips a subplot that is still empty
+        fig.add_hrect(y0=margin[0], y1=margin[1], fillcolor="#888", opacity=0.18, line_width=0, layer="below",
+                      row=1, col=1)
+        fig.add_annotation(text=f"no meaningful difference ({margin[0]:g}–{margin[1]:g})", showarrow=False,
+                           xref="x domain", x=0, xanchor="left", yref="y", y=math.log10(margin[0]), yanchor="top",
+                           font=dict(size=10, color="#666"))  # a log axis places annotations at log10(y)
     for a, b in switches:
         at = math.sqrt(float(a) * float(b)) if log_x else (float(a) + float(b)) / 2
         fig.add_vline(x=at, line_dash="dot", line_color="#b35", line_width=2,
                       annotation_text=switch_label, annotation_position="top", annotation_font_size=10)
-    layout(fig, title=title)
     for row in (1, 2):
         fig.update_xaxes(type="log" if log_x else "linear", tickvals=xs, ticktext=[f"{x:g}" for x in xs],
                          row=row, col=1)
     fig.update_xaxes(title_text=x_label, row=2, col=1)
     fig.update_layout(hovermode="closest", height=720, legend=dict(orientation="h", y=-0.12, yanchor="top"),
-                      margin=dict(l=70, r=30, t=80, b=120))
+                      margin=dict(l=70, r=120, t=80, b=120))
     return fig
 
 
@@ -192,7 +206,7 @@ def lr_sensitivity(arms: Sequence[LrArm], *, metric_label: str, time_label: str,
             fig.add_trace(go.Scatter(
                 x=[a.lr for a in bad], y=[floor] * len(bad), mode="markers+text", legendgroup=name,
                 name=f"{name} diverged", text=[f"{a.diverged}/{a.runs} diverged" for a in bad],
-                textposition="top center", textfont=dict(size=10, color=color),
+                textposition="middle right", textfont=dict(size=10, color=color),
                 marker=dict(symbol="x-thin-open", size=14, color=color, line=dict(width=3, color=color)),
                 hovertemplate="lr %{x:g}: %{text}<extra>" + name + "</extra>"), row=1, col=1)
         dots = [(a.lr, t) for a in mine for t in a.times if t is not None]
@@ -226,7 +240,11 @@ def lr_sensitivity(arms: Sequence[LrArm], *, metric_label: str, time_label: str,
     fig.update_xaxes(type="log", title_text="learning rate")
     fig.update_yaxes(title_text=metric_label, row=1, col=1)
     fig.update_yaxes(title_text=time_label, type="log", row=1, col=2)
-    fig.update_layout(hovermode="closest", height=460)
+    if times:
+        ticks = log_ticks(t_floor / 1.5, max(times) * 1.5)
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
+    fig.update_layout(hovermode="closest", height=480, legend=dict(orientation="h", y=-0.18, yanchor="top"),
+                      margin=dict(l=70, r=30, t=80, b=90))
     return fig
 
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from alto.analysis.experiment import point_label
 from alto.analysis.scoreboard import BEST, MIN_WORKLOADS, Scoreboard
 from alto.analysis.sweep import MapPoint, SweepMap
-from alto.analysis.verdicts import Comparison, arm_summaries
+from alto.analysis.verdicts import UNCONFIRMED, Comparison, arm_summaries
 from alto.plots.sweep import LrArm, Mark, lr_sensitivity, performance_profile, sweep_map
 from alto.stats.verdict import EQUIVALENCE
 
@@ -133,6 +133,9 @@ def answer(sweep: SweepMap, candidate: str, threshold: float | None = None) -> s
     undecided = [v for v in sweep.values if words.get(v) not in ("faster", "slower")]
     if undecided:
         text += f"; no decisive verdict at {', '.join(map(str, undecided))}"
+        points = [p for p in sweep.points if p.candidate == candidate and p.threshold == threshold and p.row]
+        if any(UNCONFIRMED in p.row.verdict.flags for p in points if p.value in undecided):
+            text += " (the LRs are chosen on these seeds: confirm them on fresh seeds to decide)"
     return head + text + "."
 
 

@@ -55,3 +55,20 @@ def queue_confirmation(store: Store, experiment_id: int, lrs: dict[str, float], 
                                      optimizer=optimizer, seed=seed, lr=float(template["lr"]),
                                      config=config.to_dict(), tags=[CONFIRM_TAG]))
     return ids
+
+
+def queue_sweep_confirmation(store: Store, experiment_id: int, seeds: int, *, metric: str | None = None,
+                             threshold: float | None = None) -> list[int]:
+    """Confirm a sweep: at every swept value, each optimizer's LR chosen there (`compare` with
+    that value) on `seeds` fresh seeds; returns the new run ids."""
+    from alto.analysis.experiment import sweep_points
+    from alto.analysis.verdicts import COUNTED, compare
+
+    experiment = store.get_experiment(experiment_id)
+    counted = store.list_runs(experiment_id=experiment_id, status=list(COUNTED))
+    ids = []
+    for where in sweep_points(experiment, counted):
+        lrs = compare(store, experiment_id, metric=metric, thresholds=None if threshold is None else [threshold],
+                      where=where or None).selection.lrs
+        ids += queue_confirmation(store, experiment_id, lrs, seeds, where=where or None)
+    return ids

@@ -110,7 +110,8 @@ def expand(preset: Preset, *, optimizers: list[str] | None = None, seeds: int | 
     names = list(optimizers or preset.optimizers)
     if not names:
         raise ValueError("optimizers must name at least one optimizer")
-    grid = {**preset.lr_grid, **(lr_grid or {})}
+    # the preset's grids of optimizers left out of this comparison do not apply to it
+    grid = {**{k: v for k, v in preset.lr_grid.items() if optimizers is None or k in names}, **(lr_grid or {})}
     for opt, lrs in grid.items():
         if opt not in names:
             raise ValueError(f"lr_grid names optimizer {opt!r}, which is not in this comparison {names}")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from alto.access import actions
 from alto.analysis.experiment import point_label, sweep_keys, sweep_points
 from alto.analysis.sweep import sweep_map
 from alto.analysis.verdicts import COUNTED, compare, default_pair, primary_target
 from alto.presentation import sweeps
 from alto.presentation.views import AXIS_LABELS
-from common import pick_experiment, store
+from common import READ_ONLY, can_edit, perform, pick_experiment, store, supervisor
 
 s = store()
 st.title("Where does it pay off?")
@@ -49,6 +50,16 @@ if sweep_keys(experiment):
         if note:
             (st.warning if m.varying else st.caption)(note)
         st.dataframe(sweeps.map_table(m), hide_index=True)
+        if any(c.selection.selected for c in m.comparisons.values()):
+            st.write("Each swept value chose its LRs on its own seeds, so its numbers are optimistic (the winner's "
+                     "curse) and no verdict is decisive until the choice is confirmed on fresh seeds.")
+            c1, c2 = st.columns([1, 3])
+            fresh = c1.number_input("Fresh seeds", 1, 20, 3)
+            if c2.button(f"Confirm at every {sweeps.setting_label(m.key)}", icon=":material/verified:",
+                         disabled=not can_edit(), help=None if can_edit() else READ_ONLY):
+                ids = perform(actions.queue_sweep_confirmation, s, experiment["id"], int(fresh))
+                supervisor().tick()
+                st.success(f"Queued {len(ids)} confirmation runs; watch them on Live.")
 else:
     answer_box.info("This experiment sweeps no run setting, so there is no map: queue a preset with a [sweep] "
                     "(e.g. digits-batch-sweep). The LR sensitivity of its runs is below.")
