@@ -224,3 +224,40 @@ def test_confirming_a_sweep_confirms_every_value_at_its_own_chosen_lrs(store):
 def queue_confirmation_everywhere(store, e):
     from alto.runner.queue import queue_sweep_confirmation
     return queue_sweep_confirmation(store, e, 1)
+
+
+def test_the_command_line_map_and_compare_where(store):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    e = sweep_experiment(store, seeds=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def alto(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "alto.cli", *args, "--db", str(store.path)],
+                              capture_output=True, text=True, env=env)
+    data = json.loads(alto("map", "--experiment", str(e), "--json").stdout)
+    m = sweep_map(store, e)
+    assert data["setting"] == "batch_size" and data["pays_off_from"] == {"alto": 1024, "sgd": None}
+    first = next(p for p in data["points"] if p["optimizer"] == "alto" and p["value"] == 1024)
+    assert first["speedup"] == m.point("alto", 1024).row.result.estimate and first["verdict"] == "faster"
+    assert first["difference"]["verdict"] == m.point("alto", 1024).difference_word
+    pooled = alto("compare", "--experiment", str(e))
+    assert pooled.returncode != 0 and "sweeps batch_size" in pooled.stderr
+    one = json.loads(alto("compare", "--experiment", str(e), "--where", "batch_size=1024", "--json").stdout)
+    assert {r["optimizer"]: r["speedup"] for r in one} == {
+        c: m.point(c, 1024).row.result.estimate for c in ("alto", "sgd")}
+
+
+def test_compare_asks_which_swept_value(store, monkeypatch):
+    e = sweep_experiment(store, seeds=2)
+    monkeypatch.setenv("ALTO_DB", str(store.path))
+    at = AppTest.from_file(str(ROOT / "app" / "sections" / "compare.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    swept = next(s for s in at.selectbox if s.label == "Swept value")
+    assert swept.value == {"batch_size": 64}
+    swept.set_value({"batch_size": 1024}).run()
+    expected = compare(store, e, where={"batch_size": 1024}).row("alto").verdict.sentence
+    assert expected in [m.value for m in at.markdown]

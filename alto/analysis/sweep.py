@@ -66,7 +66,7 @@ class SweepMap:
         return next((p for p in self.points if p.candidate == candidate and p.value == value
                      and p.threshold == threshold), None)
 
-    def pays_off_from(self, candidate: str, threshold: float | None = None):
+    def pays_off_from(self, candidate: str, threshold: float | None = None) -> object | None:
         """The smallest swept value from which on the candidate is "faster" at every value
         (numeric sweeps), None if there is none."""
         values = sorted(v for v in self.values if isinstance(v, (int, float)))
