@@ -415,7 +415,6 @@ def _parse_where(items: list[str] | None) -> dict | None:
 def cmd_map(args: argparse.Namespace) -> int:
     """Where a sweep pays off: per swept value, each candidate against the baseline."""
     from alto.analysis.sweep import sweep_map
-    from alto.presentation import sweeps
 
     store = _open_store(args.db)
     try:

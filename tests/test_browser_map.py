@@ -52,7 +52,8 @@ def test_the_map_page_shows_one_point_per_optimizer_and_batch_with_intervals(tmp
             name: t.name || '', x: t.x || [], y: t.y || [], yaxis: t.yaxis || 'y',
             err: t.error_y && t.error_y.visible ? t.error_y.array : null}))""")
         top = [t for t in traces if t["yaxis"] == "y" and t["name"].startswith("alto (")]
-        points = [(x, y, t["err"][i] if t["err"] else None) for t in top for i, (x, y) in enumerate(zip(t["x"], t["y"]))]
+        points = [(x, y, t["err"][i] if t["err"] else None)
+                  for t in top for i, (x, y) in enumerate(zip(t["x"], t["y"]))]
         def batch(x: float) -> int:  # candidates are set apart by at most SPREAD of a log step
             b = min(BATCHES, key=lambda b: abs(math.log(x / b)))
             assert abs(math.log(x / b)) <= SPREAD

@@ -28,7 +28,8 @@ answer_box = st.container()  # the answer opens the page; the settings come afte
 c1, c2, c3 = st.columns(3)
 default_baseline = default_pair(optimizers)[1]
 baseline = c1.selectbox("Baseline", optimizers, index=optimizers.index(default_baseline))
-threshold = c2.selectbox(f"Target: {metric} {'≥' if mode == 'max' else '≤'}", thresholds, format_func=lambda t: f"{t:g}")
+threshold = c2.selectbox(f"Target: {metric} {'≥' if mode == 'max' else '≤'}", thresholds,
+                         format_func=lambda t: f"{t:g}")
 axis = c3.selectbox("Time in", ["wall_time", "step"], format_func=lambda a: AXIS_LABELS.get(a, a))
 
 if sweep_keys(experiment):
