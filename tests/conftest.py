@@ -61,3 +61,21 @@ def filled_copy(filled_db, tmp_path, monkeypatch) -> Path:
     shutil.copy(filled_db, path)
     monkeypatch.setenv("ALTO_DB", str(path))
     return path
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); never `playwright install`
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, headless, without the background traffic that a
+    closed network refuses."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: .ci/run installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()

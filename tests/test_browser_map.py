@@ -7,30 +7,16 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from alto.analysis.sweep import sweep_map
 from alto.plots.sweep import SPREAD
 from alto.store import Store
-from test_browser import CHROMIUM, Server
+from test_browser import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 BATCHES = [64, 128, 256, 512, 1024]
-
-
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: .ci/run installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def test_the_map_page_shows_one_point_per_optimizer_and_batch_with_intervals(tmp_path, browser):
