@@ -139,7 +139,7 @@ def estimate_duration(configs: list[RunConfig], history: list[dict], *, auto_dev
 
 
 def plan_summary(configs: list[RunConfig], sweep: dict) -> str:
-    """"90 runs = 3 optimizers × 3 LRs × 5 batch_size values × 2 seeds" (the factors that vary)."""
+    """"3 optimizers × 3 LRs × 5 batch_size values × 2 seeds": what multiplies into the run count."""
     def count(values) -> int:
         return len(set(values))
     optimizers = count(c.optimizer for c in configs)
@@ -152,7 +152,7 @@ def plan_summary(configs: list[RunConfig], sweep: dict) -> str:
         parts.append(f"{lrs[0]} LRs")
     parts += [f"{len(v)} {k} values" for k, v in sorted(sweep.items())]
     parts.append(f"{seeds} seed{'s' * (seeds > 1)}")
-    return f"{len(configs)} runs = " + " × ".join(parts)
+    return " × ".join(parts)
 
 
 def progress(run: dict, now: float | None = None) -> dict:

@@ -144,7 +144,7 @@ if configs:
     estimate = estimate_duration(configs, run_history(s), auto_device=str(resolve_device("auto")))
     took = (f"About **{duration(estimate.seconds)}** one after the other ({estimate.basis})."
             if estimate.seconds is not None else f"No duration estimate: {estimate.basis}.")
-    st.success(f"**{plan_summary(configs, preset.sweep)}**{per_run}. {took} "
+    st.success(f"**{len(configs)} runs** ({plan_summary(configs, preset.sweep)}){per_run}. {took} "
                f"Runs execute one at a time per device slot.")
     if st.button("Queue the comparison", type="primary", icon=":material/rocket_launch:", disabled=not can_edit(),
                  help=None if can_edit() else READ_ONLY):
