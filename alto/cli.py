@@ -174,9 +174,14 @@ def _train_here(store, runs: list[dict]) -> None:
 
 
 def _print_verdicts(store, experiment_id: int) -> None:
-    """The verdict sentences of a finished `alto run` (nothing when there is no target)."""
+    """The verdict sentences of a finished `alto run` (nothing when there is no target); for a
+    sweep, the map's answers and one sentence per swept value."""
+    from alto.analysis.experiment import sweep_keys
     from alto.analysis.verdicts import compare
 
+    if sweep_keys(store.get_experiment(experiment_id)):
+        _print_map(store, experiment_id)
+        return
     try:
         comparison = compare(store, experiment_id)
     except ValueError:
@@ -184,6 +189,24 @@ def _print_verdicts(store, experiment_id: int) -> None:
     print()
     for row in comparison.rows:
         print(row.verdict.sentence)
+
+
+def _print_map(store, experiment_id: int, **options) -> None:
+    from alto.analysis.sweep import sweep_map
+    from alto.presentation import sweeps
+
+    try:
+        m = sweep_map(store, experiment_id, **options)
+    except ValueError as err:
+        print(f"no map: {err}")
+        return
+    print()
+    for candidate in m.candidates:
+        print(sweeps.answer(m, candidate))
+    note = sweeps.varying_note(m)
+    if note:
+        print(note)
+    print(sweeps.map_table(m).to_string(index=False))
 
 
 class _ProgressBar:
@@ -456,6 +479,76 @@ def cmd_app(args: argparse.Namespace) -> int:
     os.execve(command[0], command, env)
 
 
+def _parse_where(items: list[str] | None) -> dict | None:
+    """["batch_size=256"] -> {"batch_size": 256}: a value reads as JSON when it can (numbers)."""
+    where = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"alto: --where expects SETTING=VALUE, e.g. batch_size=256, got {item!r}")
+        try:
+            where[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            where[key.strip()] = value
+    return where or None
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    """Where a sweep pays off: per swept value, each candidate against the baseline."""
+    from alto.analysis.sweep import sweep_map
+
+    store = _open_store(args.db)
+    try:
+        m = sweep_map(store, args.experiment, baseline=args.baseline, candidates=args.candidate or None,
+                      axis=args.axis)
+    except KeyError:
+        raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    if args.json:
+        print(json.dumps({"setting": m.key, "values": m.values, "baseline": m.baseline, "varying": m.varying,
+                          "held": m.held, "pays_off_from": {c: m.pays_off_from(c) for c in m.candidates},
+                          "points": [{"value": p.value, **(p.row.as_json() if p.row else
+                                                           {"optimizer": p.candidate, "threshold": p.threshold,
+                                                            "problem": p.problem}),
+                                      "difference": None if p.difference is None else
+                                      {"estimate": p.difference.estimate, "low": p.difference.low,
+                                       "high": p.difference.high, "interval": p.difference.interval_kind,
+                                       "verdict": p.difference_word, "lrs": p.quality_lrs}}
+                                     for p in m.points]}, indent=1, default=str))
+        return 0
+    _print_map(store, args.experiment, baseline=args.baseline, candidates=args.candidate or None, axis=args.axis)
+    return 0
+
+
+def cmd_scoreboard(args: argparse.Namespace) -> int:
+    """Every workload's ratios to the fastest, and the performance profile from five workloads up."""
+    from alto.analysis.scoreboard import scoreboard
+    from alto.presentation import sweeps
+
+    store = _open_store(args.db)
+    ids = [int(i) for i in args.experiments.split(",") if i.strip()] if args.experiments else None
+    names = [o.strip() for o in args.optimizers.split(",") if o.strip()] if args.optimizers else None
+    try:
+        board = scoreboard(store, experiment_ids=ids, optimizers=names, axis=args.axis)
+    except ValueError as err:
+        raise SystemExit(f"alto: {err}") from None
+    if args.json:
+        print(json.dumps(board.as_json(), indent=1))
+        return 0
+    if board.workloads:
+        print(sweeps.scoreboard_table(board).to_string(index=False))
+    if board.enough:
+        print()
+        print(sweeps.areas_table(board).to_string(index=False))
+        for optimizer, steps in board.profile().items():
+            print(f"rho_{optimizer}(tau): " + ", ".join(f"{rho:.0%} at {tau:.3g}" for tau, rho in steps))
+    print()
+    for note in sweeps.scoreboard_notes(board):
+        print(note)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """The verdict table: every candidate against the baseline at every target."""
     from alto.analysis.verdicts import compare
@@ -465,7 +558,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         comparison = compare(store, args.experiment, metric=args.metric,
                              thresholds=None if args.threshold is None else [args.threshold],
-                             baseline=args.baseline, candidates=args.candidate or None, axis=args.axis)
+                             baseline=args.baseline, candidates=args.candidate or None, axis=args.axis,
+                             where=_parse_where(args.where))
     except KeyError:
         raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
     except ValueError as err:
@@ -505,9 +599,11 @@ def _factors(store, experiment_id: int, row):
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    """Queue the chosen LRs on fresh seeds (tagged confirm) and train them here."""
+    """Queue the chosen LRs on fresh seeds (tagged confirm) and train them here; in a sweep without
+    --where, every swept value's."""
+    from alto.analysis.experiment import sweep_keys
     from alto.analysis.verdicts import compare
-    from alto.runner.queue import queue_confirmation
+    from alto.runner.queue import queue_confirmation, queue_sweep_confirmation
 
     store = _open_store(args.db)
     if args.at_budget:
@@ -515,17 +611,23 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     if args.candidate or args.baseline:
         raise SystemExit("alto: --candidate and --baseline go with --at-budget (a plain confirm re-runs every "
                          "optimizer's chosen LR)")
+    thresholds = None if args.threshold is None else [args.threshold]
     try:
-        lrs = compare(store, args.experiment, metric=args.metric,
-                      thresholds=None if args.threshold is None else [args.threshold]).selection.lrs
-        ids = queue_confirmation(store, args.experiment, lrs, args.seeds)
+        where = _parse_where(args.where)
+        if where is None and sweep_keys(store.get_experiment(args.experiment)):
+            ids = queue_sweep_confirmation(store, args.experiment, args.seeds, metric=args.metric,
+                                           threshold=args.threshold)
+            chosen = "each swept value's chosen LRs"
+        else:
+            lrs = compare(store, args.experiment, metric=args.metric, thresholds=thresholds, where=where).selection.lrs
+            ids = queue_confirmation(store, args.experiment, lrs, args.seeds, where=where)
+            chosen = ", ".join(f"{o} lr={lr:g}" for o, lr in sorted(lrs.items()))
     except KeyError:
         raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
     except ValueError as err:
         raise SystemExit(f"alto: {err}") from None
-    print(f"experiment {args.experiment}: {len(ids)} confirmation runs queued "
-          f"({', '.join(f'{o} lr={lr:g}' for o, lr in sorted(lrs.items()))}, {args.seeds} fresh seeds each)",
-          flush=True)
+    print(f"experiment {args.experiment}: {len(ids)} confirmation runs queued ({chosen}, {args.seeds} fresh seeds "
+          "each)", flush=True)
     if args.queue_only:
         print("queued only: the app or `alto worker` will run them")
         return 0
@@ -639,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--candidate", action="append", help="repeatable; default: every other optimizer")
     compare.add_argument("--axis", choices=["wall_time", "step"], default="wall_time",
                          help="time to target on the training clock (s) or in steps")
+    compare.add_argument("--where", action="append", metavar="SETTING=VALUE",
+                         help="one value of a sweep, e.g. batch_size=256 (required for a sweep)")
     compare.add_argument("--json", action="store_true", help="one JSON row per (candidate, baseline, threshold)")
     compare.add_argument("--db", default=default_db())
     compare.set_defaults(func=cmd_compare)
@@ -648,6 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--seeds", type=int, default=3, help="fresh seeds per optimizer (default 3)")
     confirm.add_argument("--metric", help="as for compare")
     confirm.add_argument("--threshold", type=float, help="as for compare")
+    confirm.add_argument("--where", action="append", metavar="SETTING=VALUE",
+                         help="one value of a sweep, e.g. batch_size=256 (default in a sweep: every value)")
     confirm.add_argument("--queue-only", action="store_true", help="queue them for the app or `alto worker`")
     confirm.add_argument("--at-budget", action="store_true",
                          help="re-run the candidate with its run shortened to the baseline's steps divided by the "
@@ -657,6 +763,24 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--baseline", help="with --at-budget (default: lamb when it ran)")
     confirm.add_argument("--db", default=default_db())
     confirm.set_defaults(func=cmd_confirm)
+
+    sweep = sub.add_parser("map", help="where a sweep pays off: each candidate against the baseline per swept value")
+    sweep.add_argument("--experiment", type=int, required=True)
+    sweep.add_argument("--baseline", help="default: lamb when it ran, else the first optimizer")
+    sweep.add_argument("--candidate", action="append", help="repeatable; default: every other optimizer")
+    sweep.add_argument("--axis", choices=["wall_time", "step"], default="wall_time")
+    sweep.add_argument("--json", action="store_true")
+    sweep.add_argument("--db", default=default_db())
+    sweep.set_defaults(func=cmd_map)
+
+    board = sub.add_parser("scoreboard", help="ratios to the fastest optimizer on every workload, and the "
+                                              "performance profile (from five workloads up)")
+    board.add_argument("--experiments", metavar="1,2,...", help="default: every experiment")
+    board.add_argument("--optimizers", metavar="A,B", help="default: every optimizer that ran on a workload")
+    board.add_argument("--axis", choices=["wall_time", "step"], default="wall_time")
+    board.add_argument("--json", action="store_true")
+    board.add_argument("--db", default=default_db())
+    board.set_defaults(func=cmd_scoreboard)
 
     worker = sub.add_parser("worker", help="run queued runs in the foreground (the supervisor without the app)")
     worker.add_argument("--db", default=default_db())

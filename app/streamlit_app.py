@@ -30,6 +30,8 @@ navigation = st.navigation({
     ],
     "Judge": [
         st.Page(PAGES / "roi.py", title="ROI", icon=":material/savings:"),
+        st.Page(PAGES / "map.py", title="Map", icon=":material/map:"),
+        st.Page(PAGES / "scoreboard.py", title="Scoreboard", icon=":material/leaderboard:"),
         st.Page(PAGES / "landscape.py", title="Landscape", icon=":material/landscape:"),
         st.Page(PAGES / "flatness.py", title="Flatness", icon=":material/straighten:"),
     ],

@@ -23,11 +23,12 @@ EVALS = range(0, 1001, 100)
 
 
 def add_run(store: Store, experiment: int, optimizer: str, lr: float, seed: int, acc, *, status: str = "finished",
-            seconds_per_step: float = 0.1, steps: int = 1000, extra=None, tags=()) -> int:
+            seconds_per_step: float = 0.1, steps: int = 1000, extra=None, tags=(), config=None) -> int:
     """A run whose val/acc at step k is acc(k) (None: not logged there), on a training clock of
-    seconds_per_step per step; params as the engine records them."""
+    seconds_per_step per step; params as the engine records them; `config` adds run settings."""
     rid = store.add_run(experiment, name=f"{optimizer}-{lr}-{seed}", optimizer=optimizer, seed=seed, lr=lr,
-                        config={"dataset": "digits", "model": "mlp"}, total_steps=steps + 1, tags=tags)
+                        config={"dataset": "digits", "model": "mlp", **(config or {})}, total_steps=steps + 1,
+                        tags=tags)
     with store.writer(rid, flush_every_s=math.inf) as w:
         for step in range(0, steps + 1, 10):
             values = {"train/loss": 2.0 - step / 1000}

@@ -21,10 +21,17 @@ def queue_experiment(role: str, store: Store, preset: Preset, configs: list[RunC
     return queue.queue_experiment(store, preset, configs, name=name)
 
 
-def queue_confirmation(role: str, store: Store, experiment_id: int, lrs: dict[str, float], seeds: int) -> list[int]:
-    """Queue the chosen LRs on fresh seeds (Compare's Confirm); returns the new run ids."""
+def queue_confirmation(role: str, store: Store, experiment_id: int, lrs: dict[str, float], seeds: int, *,
+                       where: dict | None = None) -> list[int]:
+    """Queue the chosen LRs on fresh seeds (Compare's Confirm; `where`: a sweep's value); returns the new run ids."""
     require_editor(role, "queue confirmation runs")
-    return queue.queue_confirmation(store, experiment_id, lrs, seeds)
+    return queue.queue_confirmation(store, experiment_id, lrs, seeds, where=where)
+
+
+def queue_sweep_confirmation(role: str, store: Store, experiment_id: int, seeds: int) -> list[int]:
+    """Queue every swept value's chosen LRs on fresh seeds (the Map's Confirm); returns the new run ids."""
+    require_editor(role, "queue confirmation runs")
+    return queue.queue_sweep_confirmation(store, experiment_id, seeds)
 
 
 def queue_budget_confirmation(role: str, store: Store, experiment_id: int, seeds: int, **target) -> tuple:

@@ -15,6 +15,10 @@ memory      optimizer state bytes per parameter (measured on the real optimizers
             run, and whether a model still fits per GPU
 claims      the paper's headline claims, kept apart from what was measured, and what this
             experiment measured at a claim's own metric and threshold
+sweep       the map of a sweep: each candidate against the baseline at every swept value (one
+            workload each), speed-ups and final-metric differences, and what else changed with it
+scoreboard  every workload's costs, ratios to the fastest and verdicts against it; the
+            performance profile across workloads and its area
 
 The statistics themselves live in `alto.stats`; what people read is built in
 `alto.presentation`. Import from the module that defines a name.

@@ -19,6 +19,37 @@ def experiment_targets(experiment: Mapping) -> dict:
     return dict((experiment.get("config") or {}).get("targets") or {})
 
 
+def sweep_keys(experiment: Mapping) -> list[str]:
+    """The run settings the experiment sweeps (its preset's [sweep] keys), sorted."""
+    return sorted((experiment.get("config") or {}).get("sweep") or {})
+
+
+def matches(run: Mapping, where: Mapping | None) -> bool:
+    """Whether the run's config has every value `where` names ({"batch_size": 256}); True for
+    no `where`."""
+    return not where or all(run["config"].get(k) == v for k, v in where.items())
+
+
+def point_label(where: Mapping | None) -> str:
+    """"batch_size=256" for {"batch_size": 256}; "" for none."""
+    return ", ".join(f"{k}={v}" for k, v in sorted((where or {}).items()))
+
+
+def sweep_points(experiment: Mapping, runs: Sequence[Mapping]) -> list[dict]:
+    """One `where` per combination of swept values that the runs hold, in sweep order ([{}]
+    when nothing is swept)."""
+    keys = sweep_keys(experiment)
+    if not keys:
+        return [{}]
+    declared = (experiment.get("config") or {}).get("sweep") or {}
+    seen = {tuple(r["config"].get(k) for k in keys) for r in runs}
+
+    def order(values: tuple) -> tuple:
+        return tuple(declared[k].index(v) if v in declared.get(k, []) else len(declared.get(k, []))
+                     for k, v in zip(keys, values))
+    return [dict(zip(keys, values)) for values in sorted(seen, key=lambda v: (order(v), repr(v)))]
+
+
 def grouped_series(
     store: Store,
     run_ids: Sequence[int],

@@ -14,6 +14,8 @@ agree. What it follows (README, "Honesty rules"):
   CONFIRM_TAG) the verdict says so, and confirmed runs, once there, are what it rests on.
 * Runs tagged BUDGET_TAG ran a compressed schedule to test a speed-up at its budget
   (`alto.analysis.budget`): they answer that question only and never enter a verdict here.
+* A sweep is one workload per swept value: `where` picks one ({"batch_size": 256}); pooling
+  runs of different values into one arm is refused.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from alto.stats.targets import time_to_target
 from alto.stats.verdict import PLAN_SPEEDUPS, Verdict, verdict
 from alto.store import BUDGET_TAG, CONFIRM_TAG, Store
 
-from .experiment import experiment_targets
+from .experiment import experiment_targets, matches, point_label, sweep_keys, sweep_points
 from .memory import peak_memory_mb, run_state_bytes
 
 COUNTED = ("finished", "diverged")
 AXES = ("wall_time", "step")
 AXIS_UNITS = {"wall_time": "s", "step": "steps"}
 ALL_POINTS = 1 << 62
+UNCONFIRMED = "LRs chosen on these seeds, optimistic until confirmed on fresh seeds"  # the winner's-curse flag
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -114,7 +117,9 @@ class Selection:
         return any(len(g) > 1 for g in self.grids.values())
 
 
-def _cost_per_success(arm: Sequence[Outcome]) -> float:
+def cost_per_success(arm: Sequence[Outcome]) -> float:
+    """An arm's expected time per success: the time all its runs spent (a miss costs what it
+    ran) over the runs that reached; inf when none did (README, "Honesty rules")."""
     reached = sum(o.time is not None for o in arm)
     return math.inf if reached == 0 else sum(o.time if o.time is not None else o.spent for o in arm) / reached
 
@@ -145,7 +150,7 @@ def select_lrs(results: Sequence[Outcome], *, objective: str = "time", mode: str
         grid = sorted(by_lr)
         grids[opt] = grid
         if objective == "time":
-            lrs[opt] = min(grid, key=lambda lr: (_cost_per_success(by_lr[lr]), lr))
+            lrs[opt] = min(grid, key=lambda lr: (cost_per_success(by_lr[lr]), lr))
         else:
             lrs[opt] = max(grid, key=lambda lr: (_final_score(by_lr[lr], mode), -lr))
     selection = Selection(lrs, grids, "time to target" if objective == "time" else "final value")
@@ -220,6 +225,7 @@ class Comparison:
     rows: list[Row]
     left_out: dict[str, int]               # status -> runs not counted (failed, crashed, ...)
     outcomes: dict[float, list[Outcome]]   # threshold -> every counted run
+    where: dict = field(default_factory=dict)  # the sweep value compared ({} without a sweep)
 
     def row(self, candidate: str, threshold: float | None = None) -> Row | None:
         threshold = self.thresholds[0] if threshold is None else threshold
@@ -267,13 +273,16 @@ def _budget(arms: dict[str, list[Outcome]]) -> tuple[str | None, str | None]:
 
 def compare(store: Store, experiment_id: int, *, metric: str | None = None, thresholds: Sequence[float] | None = None,
             mode: str | None = None, baseline: str | None = None, candidates: Sequence[str] | None = None,
-            axis: str = "wall_time", lrs: dict[str, float] | None = None, level: float = 0.95) -> Comparison:
+            axis: str = "wall_time", lrs: dict[str, float] | None = None, level: float = 0.95,
+            where: dict | None = None) -> Comparison:
     """Every candidate against the baseline at every threshold, with verdicts.
 
     Defaults: the experiment's target (metric, thresholds), baseline `default_pair`'s, every
     other optimizer as a candidate. Each optimizer's LR is chosen on its time to the first
     threshold when `metric` is a validation metric, else on its final validation value;
     `lrs` imposes a choice made elsewhere (e.g. a test-split reading of the same comparison).
+    `where` keeps the runs whose config has these values: one point of a sweep, which must be
+    pinned when the experiment's runs differ in a swept setting.
     ValueError naming the argument for anything unusable.
     """
     experiment = store.get_experiment(experiment_id)
@@ -286,6 +295,8 @@ def compare(store: Store, experiment_id: int, *, metric: str | None = None, thre
     if not thresholds:
         raise ValueError(f"threshold: experiment {experiment_id} sets no target for {metric}; give one")
     all_runs = [r for r in store.list_runs(experiment_id=experiment_id) if BUDGET_TAG not in (r.get("tags") or [])]
+    _check_where(experiment, all_runs, where)
+    all_runs = [r for r in all_runs if matches(r, where)]
     runs = [r for r in all_runs if r["status"] in COUNTED]
     left_out: dict[str, int] = defaultdict(int)
     for r in all_runs:
@@ -310,7 +321,7 @@ def compare(store: Store, experiment_id: int, *, metric: str | None = None, thre
 
     per_threshold = {t: outcomes(store, runs, metric, t, mode=mode, axis=axis) for t in thresholds}
     selection = _selection(store, runs, per_threshold[thresholds[0]], metric, mode, logged, axis, lrs)
-    workload = workload_name(runs)
+    workload = ", ".join(filter(None, (workload_name(runs), point_label(where))))
     rows = []
     for t in thresholds:
         by_arm: dict[str, list[Outcome]] = defaultdict(list)
@@ -320,7 +331,23 @@ def compare(store: Store, experiment_id: int, *, metric: str | None = None, thre
         for cand in candidates:
             rows.append(_row(cand, baseline, by_arm, selection, metric, mode, t, axis, workload, level))
     return Comparison(experiment_id, workload, metric, mode, thresholds, axis, baseline, selection, rows,
-                      dict(left_out), per_threshold)
+                      dict(left_out), per_threshold, dict(where or {}))
+
+
+def _check_where(experiment: dict, runs: list[dict], where: dict | None) -> None:
+    """ValueError when `where` names a setting the runs do not sweep, or leaves unpinned a swept
+    setting in which the runs differ (their arms would mix workloads)."""
+    keys = sweep_keys(experiment)
+    for key in where or {}:
+        if key not in keys:
+            raise ValueError(f"where: experiment {experiment['id']} does not sweep {key!r}"
+                             + (f"; it sweeps {', '.join(keys)}" if keys else ""))
+    points = sweep_points(experiment, runs)
+    loose = [k for k in keys if k not in (where or {}) and len({repr(p[k]) for p in points}) > 1]
+    if loose:
+        values = ", ".join(point_label(p) for p in points)
+        raise ValueError(f"where: experiment {experiment['id']} sweeps {', '.join(loose)} ({values}); each value "
+                         f"is its own workload: compare one at a time, e.g. where={points[0]}")
 
 
 def _selection(store: Store, runs: list[dict], at_target: list[Outcome], metric: str, mode: str, logged: set[str],
@@ -358,7 +385,7 @@ def _row(cand: str, base: str, by_arm: dict[str, list[Outcome]], selection: Sele
     budget, budget_warning = _budget(arms)
     flags = [w for w in (budget_warning,) if w]
     if confirmed is False:
-        flags.append("LRs chosen on these seeds, optimistic until confirmed on fresh seeds")
+        flags.append(UNCONFIRMED)
     target = f"{metric} {'≥' if mode == 'max' else '≤'} {threshold:g}"
     words = verdict(result, candidate=cand, baseline=base, target=target, workload=workload, budget=budget,
                     flags=tuple(flags))
@@ -398,7 +425,7 @@ def arm_summaries(comparison: Comparison, threshold: float | None = None) -> lis
     for (opt, lr), outs in sorted(arms.items()):
         outs = sorted(outs, key=lambda o: (o.confirm, o.seed))
         reached = sum(o.time is not None for o in outs)
-        cost = _cost_per_success(outs)
+        cost = cost_per_success(outs)
         out.append(ArmSummary(
             optimizer=opt, lr=lr, chosen=comparison.selection.lrs.get(opt) == lr,
             is_baseline=opt == comparison.baseline, runs=len(outs),

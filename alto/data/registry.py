@@ -17,12 +17,32 @@ from .user import load_user_dataset
 TEXT_FILE_PREFIX = "text-file:"
 _IMAGE = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 _TEXT = ("stdlib-chars",)
+# Images per class in each set's pool of training data, before the validation hold-out (digits:
+# the 80% of scikit-learn's 1,797 images that are not its test split).
+CLASS_COUNTS = {
+    "digits": (142, 146, 142, 146, 145, 146, 145, 143, 139, 144),
+    "mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "fashion-mnist": (6000,) * 10,
+    "cifar10": (5000,) * 10,
+    "cifar100": (500,) * 100,
+}
 
 
 def dataset_names() -> list[str]:
     """Registered names; any 'text-file:PATH' is accepted as well, and in a preset a factory of
     its own, 'package.module:factory' (see alto.data.user)."""
     return sorted(_IMAGE + _TEXT)
+
+
+def train_size(name: str, val_fraction: float = 0.1, limit: int | None = None) -> int | None:
+    """Training samples of image set `name` once the stratified `val_fraction` is held out (the
+    split rounds per class, as `splits.stratified_split` does; digits at 0.1: 1,295), capped by
+    `limit`. None for text sets, whose batches are sequences drawn at random."""
+    counts = CLASS_COUNTS.get(name)
+    if counts is None:
+        return None
+    n = sum(c - round(val_fraction * c) for c in counts)
+    return min(n, limit) if limit else n
 
 
 def default_root() -> Path:

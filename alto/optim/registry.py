@@ -120,6 +120,19 @@ def resolve(name: str, batch_size: int | None = None, **overrides) -> dict:
     return hp
 
 
+def held_defaults(name: str, batch_sizes: Iterable[int]) -> dict:
+    """The defaults of `name` that change across `batch_sizes` (ALTO's and E's alpha and beta1
+    switch at LARGE_BATCH), at the largest of them: given as overrides to every run of a batch
+    sweep, they hold those settings fixed, so the sweep measures the batch size alone. {} when
+    no default changes."""
+    sizes = sorted(set(batch_sizes))
+    if not sizes:
+        raise ValueError("batch_sizes must name at least one batch size")
+    largest = resolve(name, sizes[-1])
+    changing = {k for b in sizes[:-1] for k, v in resolve(name, b).items() if v != largest[k]}
+    return {k: largest[k] for k in sorted(changing)}
+
+
 def validate(name: str, batch_size: int | None = None, **overrides) -> dict:
     """Resolve and run the optimizer's own checks (on a throw-away parameter); returns the
     hyper-parameters. Any problem is a ValueError naming the hyper-parameter."""

@@ -7,8 +7,9 @@ from .charts import bar_with_ci, heatmap, seed_dots, sensitivity
 from .curves import curves, runs_overlay
 from .landscape import contour_with_paths
 from .palette import OPTIMIZER_COLORS, color_for
+from .sweep import lr_sensitivity, performance_profile, sweep_map
 
 __all__ = [
     "OPTIMIZER_COLORS", "bar_with_ci", "color_for", "contour_with_paths", "curves", "heatmap",
-    "runs_overlay", "seed_dots", "sensitivity",
+    "lr_sensitivity", "performance_profile", "runs_overlay", "seed_dots", "sensitivity", "sweep_map",
 ]

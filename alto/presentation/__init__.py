@@ -4,4 +4,5 @@ views   pure functions behind the Compare, Gradients, Runs and ROI pages (widget
         tables, series and labels out)
 fmt     text formatters: mean ± std, speed-ups, durations, ROI spans
 report  the self-contained HTML report of one experiment
+sweeps  the Map and Scoreboard pages' sentences, tables and figures (the report's map too)
 """

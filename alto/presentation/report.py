@@ -10,14 +10,14 @@ import pandas as pd
 
 import alto
 from alto.analysis.claims import PAPER_CLAIMS, beside, paper_scenario
-from alto.analysis.experiment import DEFAULT_STATUSES, grouped_series
+from alto.analysis.experiment import DEFAULT_STATUSES, grouped_series, sweep_keys
 from alto.analysis.factors import CostFactor, default_cost, fleet_speedup, steps_factor
 from alto.analysis.measured import measure
 from alto.analysis.savings import DEFAULT_CARBON_KG_PER_KWH, GPU_TYPES, RoiInputs, roi
 from alto.plots import curves, seed_dots
 from alto.store import Store
 
-from . import views
+from . import sweeps, views
 
 DEFAULT_GPU = "H100"
 DEFAULT_COSTS = dict(gpu_hourly_price=GPU_TYPES[DEFAULT_GPU]["price"], gpus_per_job=8, baseline_hours_per_job=24.0,
@@ -87,6 +87,23 @@ def _claims_beside(store: Store, experiment_id: int, lrs: dict[str, float] | Non
     return pd.DataFrame(rows)
 
 
+def _sweep_section(store: Store, experiment_id: int, inline: bool) -> tuple[list[str], list[str]]:
+    """(the map's one-line answers, the section's HTML with the map figure and table; plotly.js
+    inlined when `inline`); a sweep experiment's report opens with the answers."""
+    from alto.analysis.sweep import sweep_map
+
+    try:
+        m = sweep_map(store, experiment_id)
+    except ValueError as err:
+        return [f"No map yet: {err}"], []
+    answers = [sweeps.answer(m, c) for c in m.candidates]
+    parts = ["<h2>Where does it pay off? The sweep map</h2>",
+             *(f"<p class='note'>{_e(a)}</p>" for a in answers),
+             sweeps.map_figure(m).to_html(full_html=False, include_plotlyjs="inline" if inline else False),
+             f"<p class='note'>{_e(sweeps.varying_note(m))}</p>", _table(sweeps.map_table(m))]
+    return answers, parts
+
+
 def build_report(store: Store, experiment_id: int, *, candidate: str | None = None, baseline: str | None = None,
                  metric: str | None = None, threshold: float | None = None, costs: dict | None = None,
                  cost: CostFactor | None = None, fleet_gpu: str = DEFAULT_GPU) -> str:
@@ -119,9 +136,13 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
             fleet = fleet_speedup(steps, cost, fleet_kind=FLEET_KIND, fleet_name=fleet_gpu)
         except ValueError as err:
             refused = str(err)
+    answers, sweep_parts = (_sweep_section(store, experiment_id, inline=measured is None) if sweep_keys(experiment)
+                            else ([], []))
 
     sections = [f"<h1>ALTO Lab report: {_e(experiment['name'])}</h1>"]
-    if measured is not None:
+    if measured is None and answers:  # a sweep: one workload per value, so the map's answers open it
+        sections += [f"<p class='verdict'>{_e(a)}</p>" for a in answers]
+    elif measured is not None:
         sections.append(f"<p class='verdict'>{_e(measured.row.verdict.sentence)}</p>")
         if fleet is not None:
             sections.append(f"<p class='verdict'>{_e(fleet.sentence())}</p>")
@@ -174,8 +195,9 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
             sections += ["<h2>The factors and where each was measured</h2>",
                          _table(views.factor_table(steps, cost, fleet)),
                          *(f"<p class='note'>Note: {_e(w)}.</p>" for w in (fleet.warnings if fleet else ()))]
+    sections += sweep_parts
     sections += ["<h2>Setup</h2>", _table(setup), _table(hparams), "<h2>Curves</h2>",
-                 *_figures(store, counted, metric, plotly_included=measured is not None)]
+                 *_figures(store, counted, metric, plotly_included=measured is not None or bool(sweep_parts))]
 
     columns = {}
     inputs = fleet.roi_inputs(**costs) if fleet is not None else None

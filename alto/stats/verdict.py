@@ -8,18 +8,24 @@
 
 "Not enough evidence" always comes with the seeds per arm that would resolve a chosen speed-up
 at the spread just measured. The pages, the CLI and the report all call `verdict`.
+
+A difference in a final validation metric (candidate - baseline) gets `difference_word`:
+"better" / "worse" when its calibrated CI excludes 0 and nothing is flagged, else "not enough
+evidence". No equivalence margin is defined for metric differences, so it never says "no
+meaningful difference".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .speedup import SpeedupResult
+from .speedup import DiffResult, SpeedupResult
 
 EQUIVALENCE = (0.9, 1.11)  # speed-ups this close to 1 are "no meaningful difference"
 RESOLVE = 1.2              # the difference "seeds needed" is quoted for
 PLAN_SPEEDUPS = (1.1, 1.2, 1.3)  # the differences seed planning quotes seeds for
 WORDS = ("faster", "slower", "no meaningful difference", "not enough evidence")
+DIFFERENCE_WORDS = ("better", "worse", "not enough evidence")
 
 
 @dataclass(frozen=True)
@@ -107,3 +113,13 @@ def verdict(result: SpeedupResult, *, candidate: str, baseline: str, target: str
     if budget:
         sentence += f". Budget: {budget}"
     return Verdict(word=word, sentence=sentence + ".", seeds_needed=needed, flags=flags)
+
+
+def difference_word(result: DiffResult, mode: str, flags: tuple[str, ...] = ()) -> str:
+    """The word for a final-metric difference, candidate - baseline; `mode` says which way is
+    better ("max": higher, "min": lower). See the module docstring."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if result.interval_kind != "ci" or flags or not result.ci_excludes_0:
+        return "not enough evidence"
+    return "better" if (result.low > 0) == (mode == "max") else "worse"

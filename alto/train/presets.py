@@ -6,6 +6,9 @@
     [optimizer.NAME]    per-optimizer settings: lr and any hyper-parameter override
     [lr_grid]           NAME = [lr, ...]: one run per LR (and seed)
     [sweep]             one RunConfig field = [values]: one run per value (e.g. batch_size)
+    batch_defaults      in a batch sweep, the optimizer defaults that depend on the batch (ALTO's
+                        alpha and beta1 switch at 1024): "fixed" (default) holds them at their
+                        value for the sweep's largest batch; "paper" lets them switch per batch
     [targets]           metric = "val/acc", mode = "max", thresholds = [...]
     command = [...]     your own training program instead of the lab's loop, once per run: an argv
                         list with {optimizer}, {lr}, {seed}, run in this file's folder (alto.command)
@@ -20,6 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alto.data import train_size
+from alto.optim import held_defaults
+
 from .config import RunConfig
 
 if sys.version_info >= (3, 11):
@@ -29,7 +35,8 @@ else:  # pragma: no cover
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "runs" / "presets"
 TOP_KEYS = {"name", "title", "source", "description", "optimizers", "seeds", "run", "optimizer",
-            "lr_grid", "sweep", "targets", "command"}
+            "lr_grid", "sweep", "batch_defaults", "targets", "command"}
+BATCH_DEFAULTS = ("fixed", "paper")
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Preset:
     targets: dict = field(default_factory=dict)
     command: list[str] | None = None   # argv template, see alto.command
     folder: str | None = None          # the preset file's folder: where `command` runs
+    batch_defaults: str = "fixed"
 
 
 def preset_names(directory: Path = PRESET_DIR) -> list[str]:
@@ -75,7 +83,7 @@ def parse_preset(data: dict, default_name: str = "custom", folder: str | None = 
                       ("optimizers", list)):
         if key in data and not isinstance(data[key], kind):
             raise ValueError(f"preset: {key} must be a {'table' if kind is dict else 'list'}")
-    for key in ("name", "title", "source", "description"):
+    for key in ("name", "title", "source", "description", "batch_defaults"):
         if key in data and not isinstance(data[key], str):
             raise ValueError(f"preset: {key} must be a string")
     if not all(isinstance(name, str) for name in data.get("optimizers", [])):
@@ -95,7 +103,8 @@ def parse_preset(data: dict, default_name: str = "custom", folder: str | None = 
         optimizers=list(data.get("optimizers", ["alto", "lamb", "sgd", "lion"])),
         seeds=data.get("seeds", 1), run=dict(data.get("run", {})), optimizer=dict(data.get("optimizer", {})),
         lr_grid=dict(data.get("lr_grid", {})), sweep=dict(data.get("sweep", {})),
-        targets=dict(data.get("targets", {})), command=data.get("command"), folder=folder)
+        targets=dict(data.get("targets", {})), command=data.get("command"), folder=folder,
+        batch_defaults=data.get("batch_defaults", "fixed"))
     expand(preset)  # validates every run it describes
     return preset
 
@@ -113,16 +122,14 @@ def expand(preset: Preset, *, optimizers: list[str] | None = None, seeds: int | 
     names = list(optimizers or preset.optimizers)
     if not names:
         raise ValueError("optimizers must name at least one optimizer")
-    grid = {**preset.lr_grid, **(lr_grid or {})}
+    # the preset's grids of optimizers left out of this comparison do not apply to it
+    grid = {**{k: v for k, v in preset.lr_grid.items() if optimizers is None or k in names}, **(lr_grid or {})}
     for opt, lrs in grid.items():
         if opt not in names:
             raise ValueError(f"lr_grid names optimizer {opt!r}, which is not in this comparison {names}")
         if not isinstance(lrs, list) or not lrs:
             raise ValueError(f"lr_grid.{opt} must be a non-empty list of learning rates")
-    sweep_keys = sorted(preset.sweep)
-    for key in sweep_keys:
-        if not isinstance(preset.sweep[key], list) or not preset.sweep[key]:
-            raise ValueError(f"sweep.{key} must be a non-empty list")
+    sweep_keys = _check_sweep(preset, overrides or {})
     own = {}  # what a preset's own command adds to every run
     if preset.command is not None:
         own = {"command": preset.command, "workdir": preset.folder, "workload": preset.name}
@@ -132,17 +139,97 @@ def expand(preset: Preset, *, optimizers: list[str] | None = None, seeds: int | 
         if not isinstance(settings, dict):
             raise ValueError(f"optimizer.{opt} must be a table of settings")
         base_lr = settings.pop("lr", None)
+        held = _held(preset, opt)
         for lr in grid.get(opt, [base_lr]):
             for values in itertools.product(*(preset.sweep[k] for k in sweep_keys)):
                 for seed in range(seeds):
                     fields = {**own, **preset.run, **(overrides or {}), **dict(zip(sweep_keys, values))}
                     fields.update(optimizer=opt, lr=lr, seed=seed,
-                                  hparams={**fields.get("hparams", {}), **settings})
+                                  hparams={**held, **fields.get("hparams", {}), **settings})
                     try:
                         configs.append(RunConfig.from_dict(fields))
                     except ValueError as err:
                         raise ValueError(f"{opt}: {err}") from None
+    if "batch_size" in preset.sweep:
+        _refuse_clamped(configs)
     return configs
+
+
+def _check_sweep(preset: Preset, overrides: dict) -> list[str]:
+    """The swept settings, sorted; ValueError for an empty or repeated list, a setting that an
+    override would silently replace, or an unknown batch_defaults."""
+    keys = sorted(preset.sweep)
+    for key in keys:
+        values = preset.sweep[key]
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep.{key} must be a non-empty list")
+        repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"sweep.{key} lists {', '.join(repeated)} more than once")
+        if key in overrides:
+            raise ValueError(f"{key}: this comparison sweeps {key} over {values}; leave {key} unset "
+                             "(a single value would replace the sweep)")
+    if preset.batch_defaults not in BATCH_DEFAULTS:
+        raise ValueError(f"batch_defaults must be one of {list(BATCH_DEFAULTS)}, got {preset.batch_defaults!r}")
+    return keys
+
+
+def _held(preset: Preset, optimizer: str) -> dict:
+    """The batch-dependent defaults a batch sweep holds fixed for `optimizer` (see the module
+    docstring); {} when the batch is not swept or they may switch."""
+    sizes = [b for b in preset.sweep.get("batch_size", []) if isinstance(b, int) and not isinstance(b, bool)]
+    if not sizes or preset.batch_defaults != "fixed":
+        return {}
+    try:
+        return held_defaults(optimizer, sizes)
+    except ValueError:  # an unknown optimizer or a bad batch size: RunConfig names it
+        return {}
+
+
+def _refuse_clamped(configs: list[RunConfig]) -> None:
+    """A batch larger than the training set trains on the whole set: two such sweep values would
+    be one run under two labels. ValueError naming them."""
+    too_big: dict[tuple[str, int], set[int]] = {}
+    for c in configs:
+        n = train_size(c.dataset, c.val_fraction, c.data_limit)
+        if n is not None and c.batch_size is not None and c.batch_size > n:
+            too_big.setdefault((c.dataset, n), set()).add(c.batch_size)
+    for (dataset, n), sizes in sorted(too_big.items()):
+        listed = " and ".join(f"{b:,}" for b in sorted(sizes))
+        raise ValueError(f"sweep.batch_size: {listed} {'is' if len(sizes) == 1 else 'are'} larger than the "
+                         f"{n:,} training samples of {dataset} (after the validation hold-out), so "
+                         f"{'it' if len(sizes) == 1 else 'each'} would train at batch {n:,} under another "
+                         f"label. Use batch sizes up to {n:,} ({n:,} = full batch).")
+
+
+def held_note(preset: Preset, optimizers: list[str] | None = None) -> str | None:
+    """What a batch sweep does with the defaults that depend on the batch, in a sentence;
+    None when the batch is not swept or no default of these optimizers depends on it."""
+    sizes = preset.sweep.get("batch_size")
+    if not sizes:
+        return None
+    parts = []
+    for opt in optimizers or preset.optimizers:
+        try:
+            changing = held_defaults(opt, sizes)
+        except ValueError:
+            continue
+        given = {**preset.run.get("hparams", {}), **preset.optimizer.get(opt, {})}
+        free = {k: v for k, v in changing.items() if k not in given}
+        if changing and not free:
+            parts.append(f"{opt}: {', '.join(sorted(changing))} set by the preset, the same at every batch size")
+        elif free and preset.batch_defaults == "fixed":
+            held = ", ".join(f"{k} = {_plain(v)}" for k, v in free.items())
+            parts.append(f"{opt}: {held} at every batch size (held fixed: the paper's default at the "
+                         f"sweep's largest batch, {max(sizes):,})")
+        elif free:
+            parts.append(f"{opt}: {' and '.join(free)} follow the paper's batch rule and switch within the "
+                         "sweep, so the batch's effect and the switch's are mixed")
+    return "; ".join(parts) or None
+
+
+def _plain(value) -> str:
+    return ", ".join(f"{v:g}" for v in value).join("()") if isinstance(value, (list, tuple)) else f"{value:g}"
 
 
 def run_name(config: RunConfig, sweep_keys: list[str] = ()) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from alto.access import actions
-from alto.analysis.experiment import grouped_series
+from alto.analysis.experiment import grouped_series, point_label, sweep_keys, sweep_points
 from alto.analysis.verdicts import compare, default_pair, primary_target
 from alto.plots import curves, runs_overlay, seed_dots
 from alto.presentation import views
@@ -67,12 +67,16 @@ baseline = c2.selectbox("Baseline", optimizers or ["-"],
 axis = c3.selectbox("Time in", ["wall_time", "step"], format_func=lambda a: {"wall_time": "training seconds",
                                                                              "step": "steps"}[a])
 confirm_seeds = c4.number_input("Fresh seeds to confirm", 1, 20, 3)
+where = None  # a sweep is one workload per swept value: its verdicts come one value at a time
+if sweep_keys(experiment):
+    where = st.selectbox("Swept value", sweep_points(experiment, all_runs), format_func=point_label,
+                         help="Each value is its own workload; the Map page shows them side by side.")
 
 comparison, problem = None, None
 if threshold is not None and optimizers:
     try:
         comparison = compare(s, experiment["id"], metric=target_metric, thresholds=[float(threshold)],
-                             baseline=baseline, axis=axis)
+                             baseline=baseline, axis=axis, where=where)
     except ValueError as err:
         problem = str(err)
 
@@ -134,7 +138,7 @@ if comparison is not None:
                      help=None if can_edit() else READ_ONLY):
             try:
                 ids = perform(actions.queue_confirmation, s, experiment["id"], comparison.selection.lrs,
-                              int(confirm_seeds))
+                              int(confirm_seeds), where=where)
             except ValueError as err:  # e.g. runs recorded by alto.track: only your script can re-run them
                 st.error(str(err))
             else:

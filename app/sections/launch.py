@@ -6,10 +6,12 @@ from alto.analysis.planning import plan_for_preset
 from alto.data import dataset_names
 from alto.models import model_names
 from alto.optim import OPTIMIZERS, optimizer_names
-from alto.runner.launch import (custom_preset, estimate_steps, field_for_error, parse_lr_list,
-                                plan_runs)
+from alto.presentation.fmt import duration
+from alto.runner.launch import (custom_preset, estimate_duration, estimate_steps, field_for_error, parse_lr_list,
+                                plan_runs, plan_summary, run_history)
 from alto.train.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
-from alto.train.presets import load_preset, preset_names
+from alto.train.device import resolve_device
+from alto.train.presets import held_note, load_preset, preset_names
 from common import READ_ONLY, can_edit, perform, store, supervisor
 
 s = store()
@@ -33,6 +35,8 @@ if mode == "A preset":
         st.json(preset.run)
         if preset.sweep:
             st.write("Sweep:", preset.sweep)
+    if held_note(preset):
+        st.caption(f"Batch-dependent defaults: {held_note(preset)}.")
     default_optimizers = preset.optimizers
     default_seeds = preset.seeds
     c1, c2, c3 = st.columns(3)
@@ -136,11 +140,14 @@ except ValueError as err:
 if configs:
     steps = [estimate_steps(c) for c in configs]
     known = [x for x in steps if x]
-    per_run = f", about {max(known):,} optimizer steps each" if known else ""
     plan = plan_for_preset(s, preset.name if mode == "A preset" else None)
     st.info(plan.sentence(int(seeds)), icon=":material/calculate:")  # beside the run count, before queuing
-    st.success(f"**{len(configs)} runs** ({len(chosen)} optimizers × {int(seeds)} seeds"
-               f"{' × LR grid' if any(lr_texts.values()) else ''}){per_run}. "
+    per_run = ("" if not known else f", about {max(known):,} optimizer steps each" if min(known) == max(known)
+               else f", {min(known):,} to {max(known):,} optimizer steps each")
+    estimate = estimate_duration(configs, run_history(s), auto_device=str(resolve_device("auto")))
+    took = (f"About **{duration(estimate.seconds)}** one after the other ({estimate.basis})."
+            if estimate.seconds is not None else f"No duration estimate: {estimate.basis}.")
+    st.success(f"**{len(configs)} runs** ({plan_summary(configs, preset.sweep)}){per_run}. {took} "
                f"Runs execute one at a time per device slot.")
     if st.button("Queue the comparison", type="primary", icon=":material/rocket_launch:", disabled=not can_edit(),
                  help=None if can_edit() else READ_ONLY):
