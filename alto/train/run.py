@@ -80,7 +80,7 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, d
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         return "failed"
-    store.set_params(run_id, {"steps_run": result.steps, "train_s": round(result.train_s, 4),
+    store.set_params(run_id, {"steps_run": result.steps, "train_s": round(result.train_s, 6),
                               "wall_s": round(result.wall_s, 3), "setup_s": round(result.setup_s, 3),
                               **{k: round(v, 4) for k, v in result.apart_s.items()}})
     store.update_run(run_id, status=result.status, finished_at=time.time(),

@@ -259,7 +259,7 @@ class Run:
         wall_s = time.monotonic() - self._t0
         status, error = self._ending(exc)
         steps = 0 if self._step is None else self._step + 1
-        self.store.set_params(self.id, {"steps_run": steps, "train_s": round(self.telemetry.train_s, 4),
+        self.store.set_params(self.id, {"steps_run": steps, "train_s": round(self.telemetry.train_s, 6),
                                         "wall_s": round(wall_s, 3),
                                         **{k: round(v, 4) for k, v in self.telemetry.apart_s.items()}})
         self.store.update_run_if(self.id, ("running", "stalled"), status=status, finished_at=time.time(),
