@@ -92,8 +92,10 @@ def test_launch_validates_next_to_the_field_and_queues(empty_db):
     grid.input("0.01, fast").run()
     assert any("lr_grid for alto" in e.value for e in at.error)
     assert not at.success
+    assert not any("Unequal tuning budgets" in w.value for w in at.warning)
     grid.input("0.01, 0.03").run()
     assert "15 runs" in at.success[0].value
+    assert any("Unequal tuning budgets: alto tries 2 LRs, lamb tries 1 LR" in w.value for w in at.warning)
     next(n for n in at.number_input if n.label.startswith("Seeds")).set_value(1).run()
     next(n for n in at.number_input if n.label.startswith("Max steps")).set_value(5).run()
     assert "5 runs" in at.success[0].value

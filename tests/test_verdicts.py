@@ -219,3 +219,17 @@ def test_roi_page_and_report_survive_an_optimizer_whose_runs_all_diverged(filled
     page.sidebar.selectbox[0].set_value("lion").run()
     assert not page.exception
     assert "not reached" in page.markdown[0].value
+
+
+def test_a_chosen_lr_that_reached_and_fell_back_is_warned_about(store):
+    """Fastest to the target, then collapsing (a finite loss, so not 'diverged'): the choice stands,
+    as the protocol selects on time to target, and the warning says what it hides."""
+    e = experiment(store)
+    for seed in range(2):
+        add_run(store, e, "lamb", 0.01, seed, lambda k: k * 0.001)
+        add_run(store, e, "alto", 0.01, seed, lambda k: k * 0.0008)
+        add_run(store, e, "alto", 0.1, seed, lambda k: 0.1 if k > 600 else k * 0.002)  # 0.5 at 250, then 0.1
+    selection = compare(store, e).selection
+    assert selection.lrs["alto"] == 0.1
+    assert any("alto's chosen LR 0.1 reached the target on 2 run(s) but 2 ended past it again (last value 0.1)"
+               in w for w in selection.warnings)

@@ -133,9 +133,12 @@ def _final_score(arm: Sequence[Outcome], mode: str) -> float:
     return mean if mode == "max" else -mean
 
 
-def select_lrs(results: Sequence[Outcome], *, objective: str = "time", mode: str = "max") -> Selection:
+def select_lrs(results: Sequence[Outcome], *, objective: str = "time", mode: str = "max",
+               threshold: float | None = None) -> Selection:
     """Per optimizer, the LR that is best on `objective` ("time": least expected time per
-    success; "final": best mean final value), over the runs that are not confirmations."""
+    success; "final": best mean final value), over the runs that are not confirmations. With the
+    target's `threshold`, a chosen LR whose runs reached it and then ended on the wrong side of it
+    (fast, then unstable) is warned about."""
     if objective not in ("time", "final"):
         raise ValueError(f"objective must be 'time' or 'final', got {objective!r}")
     arms: dict[str, dict[float, list[Outcome]]] = defaultdict(lambda: defaultdict(list))
@@ -162,6 +165,14 @@ def select_lrs(results: Sequence[Outcome], *, objective: str = "time", mode: str
         if len(grid) > 1 and lrs[opt] in (grid[0], grid[-1]):
             selection.warnings.append(f"{opt}'s chosen LR {lrs[opt]:g} is at the edge of its grid "
                                       f"{grid[0]:g}–{grid[-1]:g}: the best may lie outside")
+        if threshold is not None:
+            reached = [o for o in arms[opt][lrs[opt]] if o.time is not None and o.final is not None]
+            fell = [o for o in reached if (o.final < threshold if mode == "max" else o.final > threshold)]
+            if fell:
+                selection.warnings.append(
+                    f"{opt}'s chosen LR {lrs[opt]:g} reached the target on {len(reached)} run(s) but {len(fell)} "
+                    f"ended past it again (last value {min(o.final for o in fell) if mode == 'max' else max(o.final for o in fell):.4g}): "
+                    "fast, then unstable")
     return selection
 
 
@@ -320,7 +331,7 @@ def compare(store: Store, experiment_id: int, *, metric: str | None = None, thre
         raise ValueError(f"metric: {metric!r} was not logged by these runs; logged: {', '.join(sorted(logged))}")
 
     per_threshold = {t: outcomes(store, runs, metric, t, mode=mode, axis=axis) for t in thresholds}
-    selection = _selection(store, runs, per_threshold[thresholds[0]], metric, mode, logged, axis, lrs)
+    selection = _selection(store, runs, per_threshold[thresholds[0]], metric, mode, logged, axis, lrs, thresholds[0])
     workload = ", ".join(filter(None, (workload_name(runs), point_label(where))))
     rows = []
     for t in thresholds:
@@ -351,7 +362,7 @@ def _check_where(experiment: dict, runs: list[dict], where: dict | None) -> None
 
 
 def _selection(store: Store, runs: list[dict], at_target: list[Outcome], metric: str, mode: str, logged: set[str],
-               axis: str, lrs: dict[str, float] | None) -> Selection:
+               axis: str, lrs: dict[str, float] | None, threshold: float) -> Selection:
     """The LR choice of a comparison (see `compare`)."""
     if lrs is not None:
         grids = defaultdict(set)
@@ -359,7 +370,7 @@ def _selection(store: Store, runs: list[dict], at_target: list[Outcome], metric:
             grids[o.optimizer].add(o.lr)
         return Selection(dict(lrs), {k: sorted(v) for k, v in grids.items()}, "given")
     if metric.startswith("val/"):
-        return select_lrs(at_target, objective="time", mode=mode)
+        return select_lrs(at_target, objective="time", mode=mode, threshold=threshold)
     chosen = selection_metric(metric, logged)
     if chosen is None:
         raise ValueError(f"metric: {metric!r} is not a validation metric and no validation metric was logged "

@@ -70,6 +70,19 @@ def field_for_error(message: str, fields: list[str]) -> str | None:
     return None
 
 
+def tuning_warning(configs: list[RunConfig]) -> str | None:
+    """Why the comparison's LR grids are unfair, before it is queued (None when every optimizer
+    tries as many LRs): the one with more trials is flattered (README, "Honesty rules")."""
+    tried: dict[str, set] = {}
+    for c in configs:
+        tried.setdefault(c.optimizer, set()).add(c.optimizer_hparams()["lr"])
+    counts = {opt: len(lrs) for opt, lrs in tried.items()}
+    if len(set(counts.values())) <= 1:
+        return None
+    return ("Unequal tuning budgets: " + ", ".join(f"{o} tries {n} LR{'s' * (n > 1)}" for o, n in sorted(counts.items()))
+            + ". The optimizer with more trials is flattered; give each the same number of LRs.")
+
+
 def estimate_steps(config: RunConfig) -> int | None:
     """Optimizer steps one run will take, when the dataset size is known (else None)."""
     n = train_size(config.dataset, config.val_fraction, config.data_limit)

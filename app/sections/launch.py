@@ -8,7 +8,7 @@ from alto.models import model_names
 from alto.optim import OPTIMIZERS, optimizer_names
 from alto.presentation.fmt import duration
 from alto.runner.launch import (custom_preset, estimate_duration, estimate_steps, field_for_error, parse_lr_list,
-                                plan_runs, plan_summary, run_history)
+                                plan_runs, plan_summary, run_history, tuning_warning)
 from alto.train.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
 from alto.train.device import resolve_device
 from alto.train.presets import held_note, load_preset, preset_names
@@ -142,6 +142,8 @@ if configs:
     known = [x for x in steps if x]
     plan = plan_for_preset(s, preset.name if mode == "A preset" else None)
     st.info(plan.sentence(int(seeds)), icon=":material/calculate:")  # beside the run count, before queuing
+    if (unfair := tuning_warning(configs)) is not None:
+        st.warning(unfair, icon=":material/balance:")
     per_run = ("" if not known else f", about {max(known):,} optimizer steps each" if min(known) == max(known)
                else f", {min(known):,} to {max(known):,} optimizer steps each")
     estimate = estimate_duration(configs, run_history(s), auto_device=str(resolve_device("auto")))
