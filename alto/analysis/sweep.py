@@ -23,7 +23,7 @@ from alto.stats.verdict import difference_word
 from alto.store import Store
 
 from .experiment import point_label, sweep_keys, sweep_points
-from .verdicts import COUNTED, UNCONFIRMED, Comparison, Row, compare, default_pair, select_lrs
+from .verdicts import COUNTED, UNCONFIRMED, Comparison, Row, compare, resolve_pair, select_lrs
 
 
 @dataclass(frozen=True)
@@ -102,18 +102,8 @@ def sweep_map(store: Store, experiment_id: int, *, baseline: str | None = None,
     key = keys[0]
     runs = store.list_runs(experiment_id=experiment_id)
     counted = [r for r in runs if r["status"] in COUNTED]
-    optimizers = sorted({r["optimizer"] for r in counted})
-    if not optimizers:
-        raise ValueError(f"experiment {experiment_id} has no finished or diverged runs yet")
-    baseline = baseline or default_pair(optimizers)[1]
-    if baseline not in optimizers:
-        raise ValueError(f"baseline: no finished {baseline!r} runs (have: {', '.join(optimizers)})")
-    first = default_pair(optimizers)[0]
-    candidates = list(candidates) if candidates else sorted((o for o in optimizers if o != baseline),
-                                                             key=lambda o: (o != first, o))
-    if not candidates or baseline in candidates:
-        raise ValueError(f"candidate: give optimizers other than the baseline {baseline!r} "
-                         f"(have: {', '.join(optimizers)})")
+    baseline, candidates = resolve_pair(experiment_id, sorted({r["optimizer"] for r in counted}), baseline,
+                                        candidates)
     values = [p[key] for p in sweep_points(experiment, runs)]
 
     comparisons, quality, problems = {}, {}, {}

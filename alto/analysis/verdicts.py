@@ -253,6 +253,30 @@ def default_pair(optimizers: Sequence[str]) -> tuple[str | None, str | None]:
     return candidate, baseline
 
 
+def resolve_pair(experiment_id: int, optimizers: Sequence[str], baseline: str | None,
+                 candidates: Sequence[str] | None) -> tuple[str, list[str]]:
+    """The baseline (default_pair's unless given) and the candidates (every other optimizer,
+    default_pair's first, unless given) among `optimizers`, the ones with counted runs;
+    ValueError naming the argument that names none of them."""
+    if not optimizers:
+        raise ValueError(f"experiment {experiment_id} has no finished or diverged runs yet")
+    default_candidate, default_baseline = default_pair(optimizers)
+    baseline = baseline or default_baseline
+    if baseline not in optimizers:
+        raise ValueError(f"baseline: no finished {baseline!r} runs (have: {', '.join(optimizers)})")
+    first = default_candidate if baseline == default_baseline else None
+    candidates = list(candidates) if candidates else sorted((o for o in optimizers if o != baseline),
+                                                             key=lambda o: (o != first, o))
+    for c in candidates:
+        if c not in optimizers or c == baseline:
+            raise ValueError(f"candidate: {c!r} is not an optimizer with finished runs other than the baseline "
+                             f"(have: {', '.join(optimizers)})")
+    if not candidates:
+        raise ValueError(f"candidate: give optimizers other than the baseline {baseline!r} "
+                         f"(have: {', '.join(optimizers)})")
+    return baseline, candidates
+
+
 def primary_target(experiment: dict) -> tuple[str, str, list[float]]:
     """(metric, mode, thresholds) from the experiment's preset; a test-split target is read on
     the validation split (the test split only reports)."""
@@ -313,19 +337,7 @@ def compare(store: Store, experiment_id: int, *, metric: str | None = None, thre
     for r in all_runs:
         if r["status"] not in COUNTED:
             left_out[r["status"]] += 1
-    optimizers = sorted({r["optimizer"] for r in runs})
-    if not optimizers:
-        raise ValueError(f"experiment {experiment_id} has no finished or diverged runs yet")
-    baseline = baseline or default_pair(optimizers)[1]
-    if baseline not in optimizers:
-        raise ValueError(f"baseline: no finished {baseline!r} runs (have: {', '.join(optimizers)})")
-    first = default_pair(optimizers)[0] if baseline == default_pair(optimizers)[1] else None
-    candidates = list(candidates) if candidates else sorted((o for o in optimizers if o != baseline),
-                                                             key=lambda o: o != first)
-    for c in candidates:
-        if c not in optimizers or c == baseline:
-            raise ValueError(f"candidate: {c!r} is not an optimizer with finished runs other than the baseline "
-                             f"(have: {', '.join(optimizers)})")
+    baseline, candidates = resolve_pair(experiment_id, sorted({r["optimizer"] for r in runs}), baseline, candidates)
     logged = {k for r in runs for k in store.metric_keys(int(r["id"]))}
     if metric not in logged:
         raise ValueError(f"metric: {metric!r} was not logged by these runs; logged: {', '.join(sorted(logged))}")
