@@ -63,7 +63,7 @@ def filled_copy(filled_db, tmp_path, monkeypatch) -> Path:
     return path
 
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); never `playwright install`
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it), never a browser Playwright downloads
 
 
 @pytest.fixture(scope="module")
