@@ -46,27 +46,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """`alto app` in its own session; stop() ends the server but not the runs it started."""
+def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float = 90, poll_s: float = 0.5,
+                       printed=lambda: "") -> None:
+    """Wait for the Streamlit server at url to answer its health check; fail if proc exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, f"the server exited with {proc.returncode}: {printed()}"
+        assert time.monotonic() < deadline, f"the server did not come up within {timeout:.0f} s"
+        time.sleep(poll_s)
 
-    def __init__(self, db: Path, env: dict | None = None):
+
+class Server:
+    """`alto app` in its own session, what it printed in `output` when given; stop() ends the
+    server but not the runs it started."""
+
+    def __init__(self, db: Path, env: dict | None = None, host: str | None = None, output: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.output = output
         env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "alto.cli", "app", "--port", str(self.port),
-                                      "--db", str(db)], env=env, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.5)
+        argv = [sys.executable, "-m", "alto.cli", "app", "--port", str(self.port), "--db", str(db)]
+        with open(output, "wb") if output else open(os.devnull, "wb") as sink:
+            self.proc = subprocess.Popen(argv + (["--host", host] if host else []), env=env,
+                                         start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
+        wait_until_healthy(self.url, self.proc, printed=self.printed)
+
+    def printed(self) -> str:
+        return self.output.read_text(errors="replace") if self.output else ""
 
     def stop(self) -> None:
         if self.proc.poll() is None:

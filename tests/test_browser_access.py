@@ -7,21 +7,16 @@ server's output as a user reads `docker logs`. Screenshots go to each test's tmp
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from alto.access.tokens import EDITOR_ENV, VIEWER_ENV
 from alto.store import Store
-from test_browser import free_port, kill_runs, wait_for
+from test_browser import Server, kill_runs, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 VIEWER_TOKEN = "stakeholder-link-5b1e0c7d"
@@ -47,51 +42,18 @@ model_kwargs = { hidden = [16] }
 """
 
 
-class Exposed:
+class Exposed(Server):
     """`alto app --host 0.0.0.0` with the output it printed; `editor_token` read from that output."""
 
     def __init__(self, tmp: Path, db: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.db = db
-        self.output = tmp / "server.out"
         preset = tmp / "access-demo.toml"
         preset.write_text(DEMO_PRESET)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "ALTO_DEMO_PRESET": str(preset), "ALTO_DEMO_SEEDS": "1",
-               EDITOR_ENV: "", VIEWER_ENV: VIEWER_TOKEN}
-        with open(self.output, "wb") as sink:
-            self.proc = subprocess.Popen([sys.executable, "-m", "alto.cli", "app", "--host", "0.0.0.0", "--port",
-                                          str(self.port), "--db", str(db)], env=env, start_new_session=True,
-                                         stdout=sink, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert self.proc.poll() is None, f"the server exited: {self.printed()}"
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.5)
+        super().__init__(db, env={"ALTO_DEMO_PRESET": str(preset), "ALTO_DEMO_SEEDS": "1", EDITOR_ENV: "",
+                                  VIEWER_ENV: VIEWER_TOKEN}, host="0.0.0.0", output=tmp / "server.out")
         found = re.search(rf"http://127\.0\.0\.1:{self.port}/\?token=(\S+)", self.printed())
         assert found, self.printed()
         self.editor_token = found.group(1)
-
-    def printed(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=20)
-                break
-            except subprocess.TimeoutExpired:
-                continue
 
 
 @pytest.fixture(scope="module")

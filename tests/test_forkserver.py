@@ -29,31 +29,13 @@ from alto.train.memory import M_TOP_PAD, OFF_ENV, SETTINGS
 from conftest import ROOT
 from test_flatness_job import copy_db
 from test_runner import _cmdline, group_gone, queue, status_is, training, wait_for
+from test_runner import store, supervisors  # noqa: F401  (fixtures: a fresh database, its runs killed after)
 
 LONG = 3000   # steps: long enough to look at, kill or cancel
 MEDIUM = 800    # steps (of at most 1000: queue() asks for 1000 full-batch epochs): seconds, to look at first
 TOP_PAD = dict(SETTINGS)[M_TOP_PAD]
 glibc_only = pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"),
                                 reason="the allocator settings are glibc's")
-
-
-@pytest.fixture
-def store(tmp_path):
-    """A fresh database; afterwards every run process started for it is killed (as in test_runner)."""
-    store = Store(tmp_path / "runs.db")
-    yield store
-    for run in store.list_runs():
-        pgid = run["pgid"]
-        if pgid and process_alive(pgid, run["id"]) and str(store.path) in _cmdline(pgid):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-@pytest.fixture
-def supervisors():
-    made: list[Supervisor] = []
-    yield made
-    for sup in made:
-        sup.stop()  # the shared fork server stays, for the next test
 
 
 def forking(store: Store, supervisors: list, **kwargs) -> Supervisor:

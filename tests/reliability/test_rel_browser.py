@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ import pytest
 from alto.store import Store
 from conftest import CHROMIUM
 from rel_support import ENV, free_port, group_alive, non_loopback_ipv4
+from test_browser import wait_until_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -69,17 +69,7 @@ def server(xss_db):
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"the server exited with {proc.returncode}"
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up within 90 s"
-            time.sleep(0.3)
+        wait_until_healthy(url, proc, poll_s=0.3)
         yield url, port
     finally:  # the server's group: `alto app` and the streamlit process it runs
         for sig in (signal.SIGTERM, signal.SIGKILL):
