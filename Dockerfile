@@ -12,7 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     ALTO_DB=/data/alto.db
 
-# Triton builds a small C launcher for every kernel at first use; the runtime image has no C compiler.
+# Triton builds a small C launcher for every kernel at first use, and ALTO/Lamb compile their CPU
+# loop (alto/optim/cpu_kernel.py); the runtime image has no C compiler.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from alto.optim import lamb_family
+from alto.optim import cpu_kernel, lamb_family
 from alto.optim import ALTO, E, Lamb, Lion, build, optimizer_names, param_groups, resolve
 from optim_reference import PlainE, PlainLambFamily, PlainLion
 
@@ -89,15 +89,35 @@ LAMB_FAMILY_CASES = {
 }
 
 
+# The CPU paths of the Lamb family: name -> (C loop on, CPU_BLOCK_ELEMS, foreach). "cpu-kernel-split"
+# cuts the tensors between three threads; "cache-blocked-chunked" cuts them into 5-element blocks;
+# "multi-tensor" is the CUDA layout (all tensors in one block).
+PATHS = {
+    "cpu-kernel": (True, lamb_family.CPU_BLOCK_ELEMS, True),
+    "cpu-kernel-split": (True, lamb_family.CPU_BLOCK_ELEMS, True),
+    "cache-blocked": (False, lamb_family.CPU_BLOCK_ELEMS, True),
+    "cache-blocked-chunked": (False, 5, True),
+    "multi-tensor": (False, None, True),
+    "per-tensor": (False, lamb_family.CPU_BLOCK_ELEMS, False),
+}
+
+
+def use_path(path, monkeypatch):
+    """Switch to one CPU path of the Lamb family; returns foreach."""
+    kernel, block, foreach = PATHS[path]
+    monkeypatch.setattr(lamb_family, "CPU_KERNEL", kernel)
+    monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", block)
+    if path == "cpu-kernel-split":
+        monkeypatch.setattr(cpu_kernel, "MIN_ELEMS_PER_THREAD", 1)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    return foreach
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("path", ["multi-tensor", "multi-tensor-chunked", "multi-tensor-unchunked", "per-tensor"])
+@pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("case", sorted(LAMB_FAMILY_CASES))
 def test_lamb_family_matches_plain_loop(case, path, dtype, monkeypatch):
-    if path == "multi-tensor-chunked":  # cut every tensor into 5-element views, blocks of 5
-        monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", 5)
-    if path == "multi-tensor-unchunked":  # the CUDA layout: all tensors in one block
-        monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", None)
-    foreach = path != "per-tensor"
+    foreach = use_path(path, monkeypatch)
     make_fast, make_plain = LAMB_FAMILY_CASES[case]
     fast = run_fast(lambda g: make_fast(g, foreach), dtype)
     plain = run_plain(make_plain, dtype)
@@ -406,20 +426,11 @@ def test_no_host_sync_inside_step_on_cuda(name):
 
 # --- the faster paths compute the same numbers and statistics ------------------------------------
 
-PATHS = {  # name -> (CPU_BLOCK_ELEMS, foreach)
-    "cache-blocked": (lamb_family.CPU_BLOCK_ELEMS, True),
-    "cache-blocked-chunked": (5, True),
-    "multi-tensor": (None, True),
-    "per-tensor": (lamb_family.CPU_BLOCK_ELEMS, False),
-}
-
-
-def _stats_trajectory(make, path, monkeypatch, steps=6):
+def _stats_trajectory(make, path, monkeypatch, steps=6, dtype=torch.float64):
     """Steps of `make` on the two-group model, with per step: the statistics and the values needed
-    to recompute them by hand (float64)."""
-    block, foreach = PATHS[path]
-    monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", block)
-    params = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    to recompute them by hand."""
+    foreach = use_path(path, monkeypatch)
+    params = [p.clone().requires_grad_() for p in make_params(dtype)]
     opt = make(two_groups(params), foreach)
     opt.collect_stats = True
     record = []
@@ -488,11 +499,25 @@ def test_statistics_agree_across_paths(monkeypatch):
                                            equal_nan=True, msg=lambda m, key=key, path=path: f"{path} {key}: {m}")
 
 
-def test_cache_blocked_path_handles_every_layout(monkeypatch):
+def test_cpu_kernel_statistics_in_float32(monkeypatch):
+    """The C loop's float32 statistics (summed in float over runs of 1024, then in double) agree
+    with the torch path's to float32 rounding."""
+    make = lambda g, fe: ALTO(g, lr=0.01, betas=(0.9, 0.9, 0.99), alpha=-5.0, foreach=fe)
+    runs = {path: [s for s, _, _ in _stats_trajectory(make, path, monkeypatch, dtype=torch.float32)]
+            for path in ("cpu-kernel", "cache-blocked")}
+    for got, want in zip(runs["cpu-kernel"], runs["cache-blocked"]):
+        assert got.keys() == want.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=2e-5, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("path", ["cache-blocked", "cpu-kernel-split"])
+def test_cpu_paths_handle_every_layout(path, monkeypatch):
     """Dense non-contiguous parameters (channels_last), state in another layout than its parameter
-    (after loading a checkpoint), empty tensors and tensors of many chunks: same numbers as the
-    multi-tensor path, in float64."""
-    def run(block):
+    (after loading a checkpoint), empty tensors and tensors of many chunks (or cut between
+    threads): same numbers as the multi-tensor path, in float64."""
+    def run(path, block):
+        use_path(path, monkeypatch)
         monkeypatch.setattr(lamb_family, "CPU_BLOCK_ELEMS", block)
         gen = torch.Generator().manual_seed(0)
         conv = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64).to(memory_format=torch.channels_last)
@@ -511,8 +536,8 @@ def test_cache_blocked_path_handles_every_layout(monkeypatch):
                     state[key] = state[key].t().contiguous().t()
         return params
 
-    blocked = run(16)   # the 50x7 matrix is 22 chunks
-    reference = run(None)
+    blocked = run(path, 16)   # cache-blocked: the 50x7 matrix is 22 chunks
+    reference = run("multi-tensor", None)
     assert blocked[0].is_contiguous(memory_format=torch.channels_last) and not blocked[0].is_contiguous()
     for a, b in zip(blocked, reference):
         assert torch.equal(a, b) if a.numel() == 0 else (a - b).abs().max().item() <= 1e-12

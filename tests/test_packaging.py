@@ -51,6 +51,19 @@ def test_the_install_holds_every_module_and_the_dashboard(site):
     assert (site / "bin" / "alto").exists()
 
 
+def test_the_installed_optimizers_build_their_cpu_loop(site, tmp_path):
+    """The C source ships with the package, and the installed copy compiles and steps with it."""
+    script = ("import torch; from alto.optim import ALTO, cpu_kernel; p = torch.nn.Parameter(torch.ones(3)); "
+              "p.grad = torch.ones(3); ALTO([p]).step(); print(cpu_kernel.SOURCE, cpu_kernel.unavailable_reason())")
+    env = {**os.environ, "PYTHONPATH": str(site), "ALTO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    source, reason = proc.stdout.split()
+    assert Path(source).is_relative_to(site) and reason == "None"
+    assert len(list((tmp_path / "cache").glob("lamb_cpu-*.so"))) == 1
+
+
 @pytest.mark.slow
 def test_alto_app_finds_and_renders_the_installed_dashboard(site, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "ALTO_DB": str(tmp_path / "alto.db"), "OMP_NUM_THREADS": "1"}

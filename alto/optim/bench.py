@@ -3,9 +3,10 @@
 An optimizer step on fp32 parameters is memory-bound: its floor is bytes moved per parameter
 divided by the device's copy bandwidth (measured here, not taken from a data sheet).
 
-Rows: each optimizer's default path (cache-blocked on the CPU, the Triton kernels or the
-multi-tensor path on CUDA), ALTO's portable multi-tensor path (`alto_multi_tensor`) and per-tensor
-loop (`alto_per_tensor`), the previous implementation of ALTO and Lamb (`*_previous`, see
+Rows: each optimizer's default path (the C loop of alto/optim/cpu_kernel.py on the CPU, the Triton
+kernels or the multi-tensor path on CUDA), on the CPU the torch path ALTO and Lamb take without
+the C loop (`*_cache_blocked`), ALTO's portable multi-tensor path (`alto_multi_tensor`) and
+per-tensor loop (`alto_per_tensor`), the previous implementation of ALTO and Lamb (`*_previous`, see
 alto/optim/bench_previous.py: old and new timings in one run), torch's AdamW (fused on CUDA) and,
 on CUDA only, the Triton kernels of ALTO and Lamb (`*_fused`) and torch.compile of the ALTO
 multi-tensor step (`alto_compiled`). With `stats`, every row that collects telemetry is timed a
@@ -25,7 +26,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import lamb_family
+from . import cpu_kernel, lamb_family
 from .bench_previous import PreviousLambFamily
 from .lamb_family import ALTO, Lamb
 from .lion import Lion
@@ -37,10 +38,11 @@ from .lion import Lion
 #   AdamW: p, g, m, v read; p, m, v written = 28;  SGD-momentum and LION: p, g, buf/m read; p, buf written = 20
 # The fused kernels reach these counts (u kept in the gradient buffer: see alto/optim/fused.py).
 BYTES_PER_PARAM = {"alto": 60, "alto_multi_tensor": 60, "alto_per_tensor": 60, "alto_previous": 60,
-                   "lamb": 44, "lamb_previous": 44, "lion": 20, "sgd": 20, "adamw": 28,
+                   "alto_cache_blocked": 60, "lamb": 44, "lamb_previous": 44, "lamb_cache_blocked": 44, "lion": 20, "sgd": 20, "adamw": 28,
                    "alto_fused": 60, "lamb_fused": 44, "alto_compiled": 60}
 CUDA_ONLY = ("alto_fused", "lamb_fused", "alto_compiled")
 IMPL = {"alto_multi_tensor": "multi-tensor", "alto_per_tensor": "per-tensor loop",
+        "alto_cache_blocked": "cache-blocked (torch)", "lamb_cache_blocked": "cache-blocked (torch)",
         "alto_previous": "previous multi-tensor", "lamb_previous": "previous multi-tensor",
         "alto_fused": "fused (Triton)", "lamb_fused": "fused (Triton)",
         "alto_compiled": "torch.compile of the multi-tensor step"}
@@ -106,17 +108,22 @@ def _compiled_alto(params: list) -> SimpleNamespace:
     return SimpleNamespace(step=torch.compile(opt.step), optimizer=opt)
 
 
-def _multi_tensor_alto(params: list) -> SimpleNamespace:
-    """ALTO's portable multi-tensor path, also on the CPU (where `alto` takes the cache-blocked one)."""
-    opt = ALTO(params, foreach=True)
+def _switched(cls: type, **switches) -> Callable[[list], SimpleNamespace]:
+    """A row of cls whose steps run with lamb_family's module switches set (another CPU path)."""
+    def factory(params: list) -> SimpleNamespace:
+        opt = cls(params, foreach=True)
 
-    def step() -> None:
-        saved, lamb_family.CPU_BLOCK_ELEMS = lamb_family.CPU_BLOCK_ELEMS, None
-        try:
-            opt.step()
-        finally:
-            lamb_family.CPU_BLOCK_ELEMS = saved
-    return SimpleNamespace(step=step, optimizer=opt)
+        def step() -> None:
+            saved = {name: getattr(lamb_family, name) for name in switches}
+            for name, value in switches.items():
+                setattr(lamb_family, name, value)
+            try:
+                opt.step()
+            finally:
+                for name, value in saved.items():
+                    setattr(lamb_family, name, value)
+        return SimpleNamespace(step=step, optimizer=opt)
+    return factory
 
 
 def _factories(device: torch.device) -> dict[str, Callable[[list], object]]:
@@ -126,12 +133,14 @@ def _factories(device: torch.device) -> dict[str, Callable[[list], object]]:
         "adamw": (lambda ps: torch.optim.AdamW(ps, fused=True)) if cuda else
                  (lambda ps: torch.optim.AdamW(ps, foreach=True)),
         "alto": lambda ps: ALTO(ps, foreach=True),
-        "alto_multi_tensor": _multi_tensor_alto,
+        "alto_multi_tensor": _switched(ALTO, CPU_KERNEL=False, CPU_BLOCK_ELEMS=None),
         "alto_per_tensor": lambda ps: ALTO(ps, foreach=False),
         "alto_previous": lambda ps: PreviousLambFamily(ps, with_adaptor=True),
         "lamb": lambda ps: Lamb(ps, foreach=True),
         "lamb_previous": lambda ps: PreviousLambFamily(ps, with_adaptor=False),
         "lion": lambda ps: Lion(ps, foreach=True),
+        **({} if cuda else {"alto_cache_blocked": _switched(ALTO, CPU_KERNEL=False),
+                            "lamb_cache_blocked": _switched(Lamb, CPU_KERNEL=False)}),
         "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=True),
     }
     if cuda:
@@ -190,6 +199,8 @@ def _setup(name: str, factory: Callable[[list], object], shapes: list[tuple[int,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         extra["compile_s"] = round(time.perf_counter() - start, 1)
+    if device.type == "cpu" and name in ("alto", "lamb"):  # once per process (and machine), not per step
+        extra["kernel_load_s"] = round(cpu_kernel.load_seconds(), 3)
     return opt, extra
 
 
@@ -248,4 +259,7 @@ def _impl(name: str, device: torch.device) -> str:
         return IMPL[name]
     if device.type == "cuda":
         return "fused" if name == "adamw" else "multi-tensor"
-    return "cache-blocked" if name in ("alto", "lamb") else "multi-tensor"
+    if name in ("alto", "lamb"):
+        reason = cpu_kernel.unavailable_reason()
+        return "C loop" if reason is None else f"cache-blocked (no C loop: {reason})"
+    return "multi-tensor"

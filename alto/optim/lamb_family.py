@@ -11,10 +11,11 @@ Lamb is ALTO without the gradient-difference term `a`. Both first clip all gradi
                            else:       p -= lr * u
     paper trust ratio:     u += wd*p; p -= lr * phi(|p|) / (|u| + eps2*phi(|p|)) * u, phi(x) = x + eps3
 
-The update rule is section 3 of the paper (Algorithm 1). The three implementations:
+The update rule is section 3 of the paper (Algorithm 1). CPU buckets of fp32 run it in one loop
+of C (alto.optim.cpu_kernel) where that builds; the three implementations here:
 
-* `lamb_cache_blocked`, the CPU path: in cache-sized blocks (chunks of large tensors, packs of
-  small ones), each going through the whole update while it is in the cache.
+* `lamb_cache_blocked`, the CPU path otherwise: in cache-sized blocks (chunks of large tensors,
+  packs of small ones), each going through the whole update while it is in the cache.
 * `lamb_multi_tensor`, the portable path (CUDA without the kernels, dtypes they do not cover):
   multi-tensor operations over the whole bucket; nothing in it reads a tensor value on the host.
 * `lamb_single_tensor`, a plain loop in the shape of the authors' reference code (foreach=False).
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import _validate as check
+from . import _validate as check, cpu_kernel
 from ._lamb_math import TRUST_RATIOS, applies_trust_ratio, refuse_cuda_graph_capture, trust_ratio_of
 from ._layout import flat, share_one_dense_layout
 from ._transfer import to_device
@@ -43,7 +44,9 @@ from ._telemetry import (A_G_DOT, A_SQ, DIFF_SQ, G_PREV_DOT, G_SQ, P_SQ, PREV_SQ
 from .adaptor import adapt_gradients_
 from .clip import clip_coefficient, group_by_device_dtype
 
-# Elements per block of the CPU path: a block (a chunk of a tensor, or several small tensors),
+# CPU buckets of fp32 take the C loop of alto.optim.cpu_kernel when it builds here (False: never).
+CPU_KERNEL = True
+# Elements per block of the cache-blocked CPU path: a block (a chunk of a tensor, or several small tensors),
 # its five state buffers and three scratch rows (9 x 1 MiB in fp32) stay in the L2+L3 of a 2-core
 # EPYC VM while the whole update runs on them; 2^18 and 2^19 measured best of 2^14..2^20 there.
 CPU_BLOCK_ELEMS = 1 << 18
@@ -542,7 +545,9 @@ class _LambFamily(Optimizer):
                 else:
                     rows, write_back = _in_one_dense_layout([lst for lst in lists if lst is not None])
                     rows += [None, None] if not self._with_adaptor else []
-                    if device.type == "cpu" and CPU_BLOCK_ELEMS is not None:
+                    if device.type == "cpu" and CPU_KERNEL and cpu_kernel.covers(dtype):
+                        cpu_kernel.lamb_cpu_loop(*rows, clip_coef=coef.item(), **kw)
+                    elif device.type == "cpu" and CPU_BLOCK_ELEMS is not None:
                         lamb_cache_blocked(*rows, clip_coef=coef.item(), block_elems=CPU_BLOCK_ELEMS, **kw)
                     else:
                         lamb_multi_tensor(*rows, clip_coef=coef, **kw)

@@ -69,6 +69,10 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    from alto.optim import cpu_kernel
+
+    for dtype in cpu_kernel.DTYPE_FLAGS:  # build or load the optimizers' CPU loop once, for every run
+        cpu_kernel.unavailable_reason(dtype)
     if torch.cuda.is_initialized():
         raise RuntimeError("importing the engine initialised CUDA; forked runs could not use it")
 
