@@ -629,3 +629,32 @@ def test_the_device_stand_in_catches_mixing_and_host_reads():
         device_tensor.mul_(torch.tensor(2.0))  # a 0-d host number is fine
     with pytest.raises(RuntimeError):
         device_tensor.sum().item()  # a read of a device value on the host
+
+
+@pytest.mark.parametrize("path", ["cpu-kernel", "cache-blocked", "multi-tensor"])
+def test_per_tensor_loop_with_statistics_handles_mixed_layouts(path, monkeypatch):
+    """foreach=False with statistics on (what run.watch() turns on) takes a bucket path: that path must
+    still bring a channels_last parameter and its contiguous state into one layout."""
+    use_path(path, monkeypatch)
+
+    def run(foreach, stats):
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(3, 3, 3).double()
+        opt = ALTO(conv.parameters(), lr=0.01, foreach=foreach)
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64)
+        conv(x).square().sum().backward()
+        opt.step()
+        saved = opt.state_dict()
+        conv = conv.to(memory_format=torch.channels_last)  # parameters change layout, the saved state does not
+        opt = ALTO(conv.parameters(), lr=0.01, foreach=foreach)
+        opt.load_state_dict(saved)
+        opt.collect_stats = stats
+        for _ in range(3):
+            opt.zero_grad()
+            conv(x.to(memory_format=torch.channels_last)).square().sum().backward()
+            opt.step()
+        return [p.detach() for p in conv.parameters()]
+
+    for a, b in zip(run(False, True), run(True, False)):
+        assert (a - b).abs().max().item() <= 1e-12

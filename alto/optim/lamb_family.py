@@ -321,12 +321,10 @@ def lamb_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list
                        step_counts: Tensor, clip_coef: Tensor, alpha: float, beta1: float, beta2: float,
                        beta3: float, lr: float, eps: float, weight_decay: float, bias_correction: bool,
                        trust_ratio: str, stats: StepStats | None = None) -> None:
-    """The same step, one tensor at a time (the shape of the authors' reference loop)."""
-    if stats is not None:  # telemetry is a multi-tensor feature; reuse that path for it
-        return lamb_multi_tensor(params, grads, exp_avgs, exp_avg_sqs, adaptors, prevs, step_counts=step_counts,
-                                 clip_coef=clip_coef, alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, lr=lr,
-                                 eps=eps, weight_decay=weight_decay, bias_correction=bias_correction,
-                                 trust_ratio=trust_ratio, stats=stats)
+    """The same step, one tensor at a time (the shape of the authors' reference loop); no statistics:
+    with collect_stats on, `step` takes the bucket paths, which compute them in their own passes."""
+    if stats is not None:
+        raise ValueError("lamb_single_tensor computes no statistics; use a bucket path (foreach=True)")
     for g in grads:
         g.mul_(clip_coef.to(device=g.device, dtype=g.dtype))
     apply_ratio = applies_trust_ratio(trust_ratio, weight_decay)
@@ -538,7 +536,7 @@ class _LambFamily(Optimizer):
                 counts = self._step_counts((index, device, dtype), states)
                 counts += 1
                 kw = dict(step_counts=counts, stats=stats, **hp)
-                if not self.foreach:
+                if not self.foreach and stats is None:  # (statistics come from the bucket paths)
                     lamb_single_tensor(*lists, clip_coef=coef, **kw)
                 elif fused and self._run_fused(lists, device, coef, kw):
                     pass
