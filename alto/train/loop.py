@@ -226,6 +226,8 @@ def set_up(config: RunConfig, dist_ctx: Dist | None = None) -> Setup:
         model, device_ids=[device.index] if device.type == "cuda" else None)
     overrides = {**config.hparams, "lr": plan.peak_lr}
     optimizer = build(config.optimizer, model, batch_size=plan.batch, **overrides)
+    if callable(prepare := getattr(optimizer, "prepare", None)):  # one-time choices: setup, not the clock
+        prepare()
     text_gen = torch.Generator(device=device).manual_seed(config.seed + 1000 * (dist_ctx.rank if dist_ctx else 0))
     return Setup(device=device, bf16=config.precision == "bf16" and device.type == "cuda", data=data, plan=plan,
                  model=model, net=net, optimizer=optimizer, hparams=resolve(config.optimizer, plan.batch, **overrides),
