@@ -353,3 +353,33 @@ def test_report_shows_both_factors_with_their_provenance(store):
     refused = build_report(store, e, cost=cost_from_runs(store, e, "alto", "lamb"))
     assert "Not computed for your fleet: the cost-per-step factor was measured on cpu" in refused
     assert "Your fleet (steps × cost per step)" not in refused
+
+
+def test_report_prices_the_fleet_on_the_gpus_the_memory_check_leaves(store):
+    """The ROI page's download: the same fleet figure as the page, memory check included."""
+    from html import escape
+
+    from alto.analysis.memory import memory_fit
+    from alto.presentation.report import build_report
+
+    e = pair(store)
+    m = measure(store, e)
+    steps, cost = steps_factor(store, m), typed_cost(1.0)
+    row = m.row
+    # 7B parameters sharded over 8 H100s at 75 GiB each: ALTO's extra state needs more GPUs
+    memory = memory_fit(n_params=7e9, baseline_gib_per_gpu=75.0, gpu_gib=80.0,
+                        candidate_bytes_per_param=row.state_bytes("alto"),
+                        baseline_bytes_per_param=row.state_bytes("lamb"), gpus_per_job=8, sharded=True)
+    assert memory.factor is not None and memory.factor < 1
+    on_page = fleet_speedup(steps, cost, fleet_kind="cuda", fleet_name="H100", gpus=memory.factor)
+    html = build_report(store, e, cost=cost, fleet_gpu="H100", measured=m, steps=steps, memory=memory)
+    assert escape(on_page.sentence()) in html
+    assert f"{on_page.estimate:.2f}x" in html and "GPUs per job (baseline / candidate)" in html
+    assert escape(fleet_speedup(steps, cost, fleet_kind="cuda", fleet_name="H100").sentence()) not in html
+
+    too_big = memory_fit(n_params=7e9, baseline_gib_per_gpu=79.0, gpu_gib=80.0,
+                         candidate_bytes_per_param=row.state_bytes("alto"),
+                         baseline_bytes_per_param=row.state_bytes("lamb"), gpus_per_job=1, sharded=False)
+    assert too_big.factor is None
+    refused = build_report(store, e, cost=cost, measured=m, steps=steps, memory=too_big)
+    assert "Not computed for your fleet: Does not fit" in refused and "Your fleet (steps × cost per step)" not in refused
