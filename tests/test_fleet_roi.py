@@ -383,3 +383,16 @@ def test_report_prices_the_fleet_on_the_gpus_the_memory_check_leaves(store):
     assert too_big.factor is None
     refused = build_report(store, e, cost=cost, measured=m, steps=steps, memory=too_big)
     assert "Not computed for your fleet: Does not fit" in refused and "Your fleet (steps × cost per step)" not in refused
+
+
+def test_report_curves_leave_out_the_budget_confirmation_runs(store):
+    """Like Compare's default curves: a shortened run has another schedule, so it is not averaged in."""
+    from alto.presentation.report import build_report
+
+    e = pair(store)
+    rid = store.add_run(e, name="alto-budget", optimizer="alto", seed=9, lr=0.02, config=config("alto", 9, 150),
+                        total_steps=150, tags=[BUDGET_TAG])
+    fill(store, rid, reach=100, steps=150, ms_per_step=12.5)
+    html = build_report(store, e)
+    # at another LR the budget run would split alto's curve into "alto (lr=...)" groups
+    assert '"name":"alto"' in html and "alto (lr=" not in html

@@ -10,7 +10,7 @@ import pandas as pd
 
 import alto
 from alto.analysis.claims import PAPER_CLAIMS, beside, paper_scenario
-from alto.analysis.experiment import DEFAULT_STATUSES, grouped_series, sweep_keys
+from alto.analysis.experiment import grouped_series, sweep_keys
 from alto.analysis.factors import CostFactor, StepsFactor, default_cost, fleet_speedup, steps_factor
 from alto.analysis.measured import Measured, measure
 from alto.analysis.memory import MemoryFit
@@ -123,7 +123,6 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
     runs = store.list_runs(experiment_id=experiment_id)
     config = experiment.get("config") or {}
     costs = {**DEFAULT_COSTS, **(costs or {})}
-    counted = [r["id"] for r in runs if r["status"] in DEFAULT_STATUSES]
 
     problem = None
     if measured is None:
@@ -209,7 +208,8 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
                          *(f"<p class='note'>Note: {_e(w)}.</p>" for w in (fleet.warnings if fleet else ()))]
     sections += sweep_parts
     sections += ["<h2>Setup</h2>", _table(setup), _table(hparams), "<h2>Curves</h2>",
-                 *_figures(store, counted, metric, plotly_included=measured is not None or bool(sweep_parts))]
+                 *_figures(store, views.default_run_ids(runs), metric,
+                           plotly_included=measured is not None or bool(sweep_parts))]
 
     columns = {}
     inputs = fleet.roi_inputs(**costs) if fleet is not None else None
