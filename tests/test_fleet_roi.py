@@ -396,3 +396,24 @@ def test_report_curves_leave_out_the_budget_confirmation_runs(store):
     html = build_report(store, e)
     # at another LR the budget run would split alto's curve into "alto (lr=...)" groups
     assert '"name":"alto"' in html and "alto (lr=" not in html
+
+
+@pytest.mark.parametrize("fleet_name, device, same", [
+    ("H100", "cuda (NVIDIA H100 80GB HBM3)", True),
+    ("A100 80GB", "cuda (NVIDIA A100-SXM4-80GB)", True),
+    ("RTX 4090", "cuda (NVIDIA GeForce RTX 4090)", True),
+    ("L4", "cuda (NVIDIA L4)", True),
+    ("L4", "cuda (NVIDIA L40S)", False),
+    ("RTX 4090", "cuda (NVIDIA GeForce RTX 3090)", False),
+    # the memory size is part of the model: the 40GB A100 moves memory at another rate
+    ("A100 80GB", "cuda (NVIDIA A100-SXM4-40GB)", False),
+    ("H100", "cuda (NVIDIA H200)", False),
+])
+def test_a_cost_from_another_gpu_model_is_flagged(store, fleet_name, device, same):
+    from alto.analysis.factors import CostFactor, Provenance
+
+    steps = steps_factor(store, measure(store, pair(store)))
+    cost = CostFactor(0.8, Provenance("optimizer benchmark", "gpt2-medium shapes", device, TODAY), "cuda",
+                      key="bench:1")
+    flagged = [w for w in fleet_speedup(steps, cost, fleet_name=fleet_name).warnings if f"not on {fleet_name}" in w]
+    assert bool(flagged) is not same
