@@ -564,7 +564,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SystemExit(f"alto: --experiment {args.experiment} not found in {store.path}") from None
     except ValueError as err:
         raise SystemExit(f"alto: {err}") from None
-    factors = {(row.candidate, row.threshold): _factors(store, args.experiment, row) for row in comparison.rows}
+    costs: dict = {}  # the cost per step depends on the pair, not on the threshold
+    factors = {(row.candidate, row.threshold): _factors(store, comparison, row, costs) for row in comparison.rows}
     if args.json:
         print(json.dumps([{**row.as_json(), "factors": views.factors_json(*factors[(row.candidate, row.threshold)])}
                           for row in comparison.rows], indent=1))
@@ -583,19 +584,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _factors(store, experiment_id: int, row):
+def _factors(store, comparison, row, costs: dict):
     """(steps-to-target factor, cost-per-step factor) of a verdict row, each with its provenance:
-    the cost per step measured on a GPU first (a stored benchmark), else this experiment's."""
+    the cost per step measured on a GPU first (a stored benchmark), else this experiment's.
+    `costs` keeps each candidate's cost per step across the comparison's thresholds."""
     from alto.analysis.factors import cost_options, steps_factor
-    from alto.analysis.measured import measure
+    from alto.analysis.measured import measure_row
 
     try:
-        measured = measure(store, experiment_id, candidate=row.candidate, baseline=row.baseline, metric=row.metric,
-                           threshold=row.threshold)
+        measured = measure_row(store, comparison, row)
     except ValueError:
         return None, None
-    costs = cost_options(store, experiment_id, row.candidate, row.baseline)
-    return steps_factor(store, measured), costs[0] if costs else None
+    if row.candidate not in costs:
+        options = cost_options(store, comparison.experiment_id, row.candidate, row.baseline)
+        costs[row.candidate] = options[0] if options else None
+    return steps_factor(store, measured), costs[row.candidate]
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:

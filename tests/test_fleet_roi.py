@@ -353,3 +353,67 @@ def test_report_shows_both_factors_with_their_provenance(store):
     refused = build_report(store, e, cost=cost_from_runs(store, e, "alto", "lamb"))
     assert "Not computed for your fleet: the cost-per-step factor was measured on cpu" in refused
     assert "Your fleet (steps × cost per step)" not in refused
+
+
+def test_report_prices_the_fleet_on_the_gpus_the_memory_check_leaves(store):
+    """The ROI page's download: the same fleet figure as the page, memory check included."""
+    from html import escape
+
+    from alto.analysis.memory import memory_fit
+    from alto.presentation.report import build_report
+
+    e = pair(store)
+    m = measure(store, e)
+    steps, cost = steps_factor(store, m), typed_cost(1.0)
+    row = m.row
+    # 7B parameters sharded over 8 H100s at 75 GiB each: ALTO's extra state needs more GPUs
+    memory = memory_fit(n_params=7e9, baseline_gib_per_gpu=75.0, gpu_gib=80.0,
+                        candidate_bytes_per_param=row.state_bytes("alto"),
+                        baseline_bytes_per_param=row.state_bytes("lamb"), gpus_per_job=8, sharded=True)
+    assert memory.factor is not None and memory.factor < 1
+    on_page = fleet_speedup(steps, cost, fleet_kind="cuda", fleet_name="H100", gpus=memory.factor)
+    html = build_report(store, e, cost=cost, fleet_gpu="H100", measured=m, steps=steps, memory=memory)
+    assert escape(on_page.sentence()) in html
+    assert f"{on_page.estimate:.2f}x" in html and "GPUs per job (baseline / candidate)" in html
+    assert escape(fleet_speedup(steps, cost, fleet_kind="cuda", fleet_name="H100").sentence()) not in html
+
+    too_big = memory_fit(n_params=7e9, baseline_gib_per_gpu=79.0, gpu_gib=80.0,
+                         candidate_bytes_per_param=row.state_bytes("alto"),
+                         baseline_bytes_per_param=row.state_bytes("lamb"), gpus_per_job=1, sharded=False)
+    assert too_big.factor is None
+    refused = build_report(store, e, cost=cost, measured=m, steps=steps, memory=too_big)
+    assert "Not computed for your fleet: Does not fit" in refused and "Your fleet (steps × cost per step)" not in refused
+
+
+def test_report_curves_leave_out_the_budget_confirmation_runs(store):
+    """Like Compare's default curves: a shortened run has another schedule, so it is not averaged in."""
+    from alto.presentation.report import build_report
+
+    e = pair(store)
+    rid = store.add_run(e, name="alto-budget", optimizer="alto", seed=9, lr=0.02, config=config("alto", 9, 150),
+                        total_steps=150, tags=[BUDGET_TAG])
+    fill(store, rid, reach=100, steps=150, ms_per_step=12.5)
+    html = build_report(store, e)
+    # at another LR the budget run would split alto's curve into "alto (lr=...)" groups
+    assert '"name":"alto"' in html and "alto (lr=" not in html
+
+
+@pytest.mark.parametrize("fleet_name, device, same", [
+    ("H100", "cuda (NVIDIA H100 80GB HBM3)", True),
+    ("A100 80GB", "cuda (NVIDIA A100-SXM4-80GB)", True),
+    ("RTX 4090", "cuda (NVIDIA GeForce RTX 4090)", True),
+    ("L4", "cuda (NVIDIA L4)", True),
+    ("L4", "cuda (NVIDIA L40S)", False),
+    ("RTX 4090", "cuda (NVIDIA GeForce RTX 3090)", False),
+    # the memory size is part of the model: the 40GB A100 moves memory at another rate
+    ("A100 80GB", "cuda (NVIDIA A100-SXM4-40GB)", False),
+    ("H100", "cuda (NVIDIA H200)", False),
+])
+def test_a_cost_from_another_gpu_model_is_flagged(store, fleet_name, device, same):
+    from alto.analysis.factors import CostFactor, Provenance
+
+    steps = steps_factor(store, measure(store, pair(store)))
+    cost = CostFactor(0.8, Provenance("optimizer benchmark", "gpt2-medium shapes", device, TODAY), "cuda",
+                      key="bench:1")
+    flagged = [w for w in fleet_speedup(steps, cost, fleet_name=fleet_name).warnings if f"not on {fleet_name}" in w]
+    assert bool(flagged) is not same

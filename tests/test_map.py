@@ -249,6 +249,9 @@ def test_the_command_line_map_and_compare_where(store):
     one = json.loads(alto("compare", "--experiment", str(e), "--where", "batch_size=1024", "--json").stdout)
     assert {r["optimizer"]: r["speedup"] for r in one} == {
         c: m.point(c, 1024).row.result.estimate for c in ("alto", "sgd")}
+    # the steps-to-target factor is read at the same swept value, not lost to the unpinned sweep
+    assert {r["optimizer"]: r["factors"]["steps_to_target"]["measured"] for r in one} == {
+        c: compare(store, e, where={"batch_size": 1024}, axis="step").row(c).result.estimate for c in ("alto", "sgd")}
 
 
 def test_compare_asks_which_swept_value(store, monkeypatch):

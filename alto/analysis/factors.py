@@ -21,6 +21,7 @@ steps interval scaled by the other factors (taken as exact: their own spread is 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -304,6 +305,18 @@ class FleetSpeedup:
         return RoiInputs(speedup=self.estimate, speedup_low=low, speedup_high=high, evidence=self.word, **costs)
 
 
+def _words(name: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", name.lower()))
+
+
+def same_gpu_model(fleet_name: str, device: str) -> bool:
+    """Whether `device` (as torch names it, "NVIDIA A100-SXM4-80GB") is the GPU `fleet_name`
+    ("A100 80GB"): every word of the fleet's name is a whole word of the device's, so an L4 is
+    not an L40S, and a memory size given (80GB) must match: a 40GB A100 moves memory at
+    another rate."""
+    return _words(fleet_name) <= _words(device)
+
+
 def fleet_speedup(steps: StepsFactor, cost: CostFactor, *, fleet_kind: str = "cuda", fleet_name: str = "",
                   gpus: float = 1.0) -> FleetSpeedup:
     """Multiply the factors for a fleet of `fleet_kind` devices (named `fleet_name`, e.g. "H100").
@@ -320,7 +333,7 @@ def fleet_speedup(steps: StepsFactor, cost: CostFactor, *, fleet_kind: str = "cu
         raise ValueError(f"gpus must be > 0, got {gpus!r}")
     warnings = [f"the steps to target were counted on {steps.provenance.workload}: a ratio of steps does not "
                 "depend on the device, but it may not hold for another model, dataset or batch size"]
-    if cost.measured and fleet_name and fleet_name.split()[0].lower() not in cost.provenance.device.lower():
+    if cost.measured and fleet_name and not same_gpu_model(fleet_name, cost.provenance.device):
         warnings.append(f"the cost per step was measured on {cost.provenance.device}, not on {fleet_name}: "
                         "another GPU model moves memory and arithmetic at other rates")
     if not cost.measured:

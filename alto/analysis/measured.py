@@ -58,7 +58,13 @@ def measure(store: Store, experiment_id: int, *, candidate: str | None = None, b
     comparison = compare(store, experiment_id, metric=metric, thresholds=thresholds, baseline=baseline,
                          candidates=None if candidate is None else [candidate])
     row = comparison.rows[0] if candidate is None else comparison.row(candidate)
-    in_steps = compare(store, experiment_id, metric=comparison.metric, thresholds=[row.threshold],
+    return measure_row(store, comparison, row)
+
+
+def measure_row(store: Store, comparison: Comparison, row: Row) -> Measured:
+    """The ROI measurement of one row of `comparison`: the same runs (same LRs, same sweep
+    value) with time to target counted in steps."""
+    in_steps = compare(store, comparison.experiment_id, metric=comparison.metric, thresholds=[row.threshold],
                        mode=comparison.mode, baseline=comparison.baseline, candidates=[row.candidate], axis="step",
-                       lrs=comparison.selection.lrs)
+                       lrs=comparison.selection.lrs, where=comparison.where or None)
     return Measured(comparison=comparison, row=row, steps_row=in_steps.rows[0])

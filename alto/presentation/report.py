@@ -10,9 +10,10 @@ import pandas as pd
 
 import alto
 from alto.analysis.claims import PAPER_CLAIMS, beside, paper_scenario
-from alto.analysis.experiment import DEFAULT_STATUSES, grouped_series, sweep_keys
-from alto.analysis.factors import CostFactor, default_cost, fleet_speedup, steps_factor
-from alto.analysis.measured import measure
+from alto.analysis.experiment import grouped_series, sweep_keys
+from alto.analysis.factors import CostFactor, StepsFactor, default_cost, fleet_speedup, steps_factor
+from alto.analysis.measured import Measured, measure
+from alto.analysis.memory import MemoryFit
 from alto.analysis.savings import DEFAULT_CARBON_KG_PER_KWH, GPU_TYPES, RoiInputs, roi
 from alto.plots import curves, seed_dots
 from alto.store import Store
@@ -106,36 +107,46 @@ def _sweep_section(store: Store, experiment_id: int, inline: bool) -> tuple[list
 
 def build_report(store: Store, experiment_id: int, *, candidate: str | None = None, baseline: str | None = None,
                  metric: str | None = None, threshold: float | None = None, costs: dict | None = None,
-                 cost: CostFactor | None = None, fleet_gpu: str = DEFAULT_GPU) -> str:
+                 cost: CostFactor | None = None, fleet_gpu: str = DEFAULT_GPU, measured: Measured | None = None,
+                 steps: StepsFactor | None = None, memory: MemoryFit | None = None) -> str:
     """The whole report as one HTML string (plotly.js inlined, no network needed to view it).
 
     It opens with the same verdict sentence as Compare, ROI and `alto compare` for the same
     candidate, baseline and target (defaults: verdicts.default_pair and the experiment's first
     target). The savings are for a fleet of `fleet_gpu`s at the cost-per-step factor `cost`
-    (default: the newest measured on a GPU, else 1.00 typed in and said so)."""
+    (default: the newest measured on a GPU, else 1.00 typed in and said so), on the GPUs per job
+    that `memory` leaves (default: the model fits).
+
+    A caller that has already measured the pair (the ROI page) passes `measured` and its `steps`
+    factor; the candidate, baseline, metric and threshold are then `measured`'s."""
     experiment = store.get_experiment(experiment_id)
     runs = store.list_runs(experiment_id=experiment_id)
     config = experiment.get("config") or {}
     costs = {**DEFAULT_COSTS, **(costs or {})}
-    counted = [r["id"] for r in runs if r["status"] in DEFAULT_STATUSES]
 
-    measured, problem = None, None
-    try:
-        measured = measure(store, experiment_id, candidate=candidate, baseline=baseline, metric=metric,
-                           threshold=threshold)
-    except ValueError as err:
-        problem = str(err)
+    problem = None
+    if measured is None:
+        try:
+            measured = measure(store, experiment_id, candidate=candidate, baseline=baseline, metric=metric,
+                               threshold=threshold)
+        except ValueError as err:
+            problem = str(err)
     comparison = measured.comparison if measured else None
     metric = comparison.metric if comparison else (metric or "val/acc")
-    steps = steps_factor(store, measured) if measured is not None else None
+    if steps is None and measured is not None:
+        steps = steps_factor(store, measured)
     fleet, refused = None, None
     if steps is not None:
         row = measured.row
         cost = cost or default_cost(store, experiment_id, row.candidate, row.baseline, fleet_kind=FLEET_KIND)
-        try:
-            fleet = fleet_speedup(steps, cost, fleet_kind=FLEET_KIND, fleet_name=fleet_gpu)
-        except ValueError as err:
-            refused = str(err)
+        if memory is not None and memory.factor is None:
+            refused = memory.sentence()
+        else:
+            try:
+                fleet = fleet_speedup(steps, cost, fleet_kind=FLEET_KIND, fleet_name=fleet_gpu,
+                                      gpus=1.0 if memory is None else memory.factor)
+            except ValueError as err:
+                refused = str(err)
     answers, sweep_parts = (_sweep_section(store, experiment_id, inline=measured is None) if sweep_keys(experiment)
                             else ([], []))
 
@@ -193,11 +204,12 @@ def build_report(store: Store, experiment_id: int, *, candidate: str | None = No
         sections += [dots.to_html(full_html=False, include_plotlyjs="inline"), split]
         if steps is not None:
             sections += ["<h2>The factors and where each was measured</h2>",
-                         _table(views.factor_table(steps, cost, fleet)),
+                         _table(views.factor_table(steps, cost, fleet, memory)),
                          *(f"<p class='note'>Note: {_e(w)}.</p>" for w in (fleet.warnings if fleet else ()))]
     sections += sweep_parts
     sections += ["<h2>Setup</h2>", _table(setup), _table(hparams), "<h2>Curves</h2>",
-                 *_figures(store, counted, metric, plotly_included=measured is not None or bool(sweep_parts))]
+                 *_figures(store, views.default_run_ids(runs), metric,
+                           plotly_included=measured is not None or bool(sweep_parts))]
 
     columns = {}
     inputs = fleet.roi_inputs(**costs) if fleet is not None else None

@@ -38,7 +38,7 @@ experiments = s.list_experiments()
 if not experiments:
     st.subheader("Start here")
     st.write(f"The demo trains a small network on scikit-learn's digits with ALTO, Lamb, SGD and LION, "
-             f"{DEMO_SEEDS} seeds each, on the CPU (about a minute per seed). You can watch it live.")
+             f"{DEMO_SEEDS} seeds each, on the CPU (about 8 seconds per seed on a quiet machine). You can watch it live.")
     if st.button("Run the demo comparison", type="primary", icon=":material/play_arrow:", **locked):
         run_demo()
         st.switch_page("sections/live.py")

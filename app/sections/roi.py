@@ -188,7 +188,6 @@ st.plotly_chart(sensitivity_chart(grid, sensitivity(fleet_inputs or paper_inputs
                 key="sensitivity")
 
 st.download_button("Download the stakeholder report (HTML)",
-                   data=build_report(s, experiment["id"], candidate=candidate, baseline=baseline,
-                                     metric=target_metric, threshold=float(threshold), costs=costs, cost=cost,
-                                     fleet_gpu=gpu),
+                   data=lambda: build_report(s, experiment["id"], costs=costs, cost=cost, fleet_gpu=gpu,
+                                             measured=measured, steps=steps, memory=memory),
                    file_name=f"alto-report-experiment-{experiment['id']}.html", mime="text/html")
