@@ -255,17 +255,20 @@ def _run_in_process(store, run: dict, progress, stop) -> str:
 
     argv = run_argv(run["id"], str(store.path), run["config"], sys.executable)
     proc = subprocess.Popen([*argv], start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # Its own process group, recorded now: a cancel from the dashboard signals it even before the
+    # script reaches alto.track() (which then records the pid of the process that tracks).
+    store.update_run(run["id"], pid=proc.pid, pgid=proc.pid, started_at=time.time())
     while proc.poll() is None:
         if stop():
             os.killpg(proc.pid, signal.SIGTERM)
         _show(store, run["id"], progress)
         time.sleep(0.5)
-    status = store.get_run(run["id"])["status"]
-    if status in UNFINISHED:  # the process died before it could record the run's end
-        status = "cancelled" if stop() else "failed"
-        store.update_run(run["id"], status=status, finished_at=time.time(),
-                         error=f"the run process exited with code {proc.returncode} before recording a result")
-    return status
+    # The process died before it could record the run's end, unless it (or a cancel) did meanwhile.
+    # SIGTERM is how a cancel from the dashboard stops it; this process reaps it first, so it writes.
+    stopped = stop() or proc.returncode == -signal.SIGTERM
+    store.update_run_if(run["id"], UNFINISHED, status="cancelled" if stopped else "failed", finished_at=time.time(),
+                        error=f"the run process exited with code {proc.returncode} before recording a result")
+    return store.get_run(run["id"])["status"]
 
 
 def print_results(store, experiment_id: int) -> None:

@@ -39,8 +39,8 @@ def check_command(command: object) -> list[str]:
 def fill(command: list[str], *, optimizer: str, lr: float, seed: int, python: str) -> list[str]:
     """The argv of one run: placeholders replaced, a leading "python" made the lab's interpreter."""
     values = {"optimizer": str(optimizer), "lr": repr(float(lr)), "seed": str(int(seed))}
-    head = [python] if command[0] == "python" else [command[0]]
-    return [*head, *[_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in command[1:]]]
+    argv = [_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in command]
+    return [python, *argv[1:]] if command[0] == "python" else argv
 
 
 def run_argv(run_id: int, db_path: str, config: dict, python: str) -> list[str]:

@@ -276,6 +276,21 @@ def test_an_editor_may_do_each_action(copy_db):
     assert queued not in {e["id"] for e in store.list_experiments()}
 
 
+@pytest.mark.parametrize("status", ["running", "stalled"])
+def test_deleting_refuses_a_run_whose_process_still_writes_to_it(copy_db, status):
+    store = Store(copy_db)
+    experiment_id = store.list_experiments()[0]["id"]
+    live = store.list_runs(experiment_id=experiment_id)[0]
+    store.update_run(live["id"], status=status)
+    files = _files_of(store, live["id"])
+    before = _snapshot(store)
+    with pytest.raises(ValueError, match=rf"run #{live['id']} \({status}\) still has a live process"):
+        actions.delete_run(EDITOR, store, live["id"])
+    with pytest.raises(ValueError, match=rf"#{live['id']} \({status}\)"):
+        actions.delete_experiment(EDITOR, store, experiment_id)
+    assert _snapshot(store) == before and all(f.exists() for f in files)
+
+
 def _page(name: str, **state) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app" / "sections" / f"{name}.py"), default_timeout=60)
     for key, value in state.items():

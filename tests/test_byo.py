@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from alto.command import check_command, fill
 from alto.runner import Supervisor, queue_experiment
 from alto.runner.launch import custom_preset, plan_runs
 from alto.store import Store
@@ -195,6 +196,14 @@ def test_a_command_that_cannot_start_fails_the_run(examples):
     [run] = store.list_runs(experiment_id=queue_experiment(store, preset, expand(preset)))
     [ended] = supervise(store, [run["id"]], timeout=60)
     assert ended["status"] == "failed" and "cannot start 'no-such-program-here'" in ended["error"]
+
+
+def test_placeholders_are_filled_in_every_argument_the_program_too():
+    command = check_command(["./train-{optimizer}.sh", "--lr", "{lr}", "--seed={seed}"])
+    assert fill(command, optimizer="alto", lr=0.01, seed=3, python="/lab/python") == [
+        "./train-alto.sh", "--lr", "0.01", "--seed=3"]
+    assert fill(["python", "t.py", "{optimizer}"], optimizer="lamb", lr=1, seed=0, python="/lab/python") == [
+        "/lab/python", "t.py", "lamb"]
 
 
 @pytest.mark.parametrize("data, message", [

@@ -93,6 +93,40 @@ def test_run_beside_a_worker_trains_each_run_once(tmp_path):
         assert "following it" in line or "by another process" in line
 
 
+def test_a_dashboard_cancel_stops_a_command_run_of_alto_run_before_it_tracks(tmp_path):
+    """`alto run` records its child's process group at once: a cancel from another process (the
+    dashboard's supervisor) stops a command that has not reached alto.track() yet."""
+    from alto.runner import Supervisor
+    from alto.runner.spawn import spawn_process
+
+    preset = tmp_path / "sleeper.toml"
+    preset.write_text('name = "sleeper"\noptimizers = ["sgd"]\nseeds = 1\n'
+                      'command = ["python", "-c", "import time; time.sleep(60)"]\n')
+    store = Store(tmp_path / "runs.db")
+    cli = subprocess.Popen([sys.executable, "-m", "alto.cli", "run", "--preset", str(preset), "--db", str(store.path)],
+                           env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    pgid = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (runs := store.list_runs()) or not runs[0]["pgid"]:
+            assert cli.poll() is None and time.monotonic() < deadline, "alto run never recorded its child's group"
+            time.sleep(0.1)
+        [run] = runs
+        pgid = run["pgid"]
+        assert pgid != cli.pid and run["pid"] == pgid
+        assert Supervisor(store, spawn=spawn_process).cancel(run["id"])
+        out, _ = cli.communicate(timeout=60)
+        assert store.get_run(run["id"])["status"] == "cancelled", out
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)
+    finally:
+        for group in (pgid, cli.pid):
+            try:
+                os.killpg(group, signal.SIGKILL) if group else None
+            except ProcessLookupError:
+                pass
+
+
 def test_clear_errors_for_bad_input(tmp_path):
     db = str(tmp_path / "runs.db")
     bad = alto("run", "--preset", "no-such-preset", "--db", db, check=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,8 @@ import pytest
 from alto.probes.flatness_job import queue_flatness_job
 from alto.runner import JOB, Supervisor, process_alive
 from alto.runner.bench import bench_memory
-from alto.runner.spawn import ForkServer, ForkServerSpawn, is_engine_command, spawn_process
+from alto.runner import spawn
+from alto.runner.spawn import ForkServer, ForkServerSpawn, NoAnswer, is_engine_command, spawn_process
 from alto.runner.supervisor import _gpu_ids
 from alto.store import Store
 from alto.train.config import RunConfig
@@ -232,6 +234,49 @@ def test_a_killed_child_reports_the_signal_and_closing_the_server_leaves_childre
         os.kill(child.pid, 0)  # still there
     finally:
         os.killpg(child.pid, signal.SIGKILL)
+
+
+def test_each_answer_goes_to_the_request_it_answers(server, tmp_path):
+    with open(tmp_path / "earlier.log", "ab") as log:  # a request whose answer nobody waits for
+        socket.send_fds(server._sock, [json.dumps({"id": 999, "argv": [sys.executable, "-m", "fork_probe", "exit", "0"],
+                                                   "env": dict(os.environ), "cwd": os.getcwd()}).encode()],
+                        [log.fileno()])
+    child, log = fork_probe(server, tmp_path, "mine")
+    assert wait_exit(child) == 0
+    assert json.loads(log.read_text())["pid"] == child.pid
+
+
+def test_a_request_the_server_does_not_answer_in_time_fails_and_is_not_started_twice(tmp_path, monkeypatch):
+    starts = ForkServerSpawn(server_env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cli = [sys.executable, "-m", "alto.cli"]  # an engine command: what the fork server runs
+    try:
+        assert starts.warm_up().wait_ready(180), "the fork server never became ready"
+        first = starts.server
+        monkeypatch.setattr(spawn, "ANSWER_TIMEOUT_S", 0.0)  # a server slower than the limit
+        with open(tmp_path / "first.log", "ab") as log, pytest.raises(NoAnswer, match="did not answer"):
+            starts([*cli, "--help"], dict(os.environ), log)
+        assert first.gone and first.process.returncode is not None  # stopped: its late answer reaches nobody
+
+        monkeypatch.setattr(spawn, "ANSWER_TIMEOUT_S", 30.0)
+        with open(tmp_path / "second.log", "ab") as log:
+            child = starts([*cli, "no-such-command"], dict(os.environ), log)
+        assert isinstance(child, spawn.ForkedProcess) and starts.server is not first
+        assert wait_exit(child) == 2  # argparse's exit: this request's process, not the first's
+    finally:
+        starts.close()
+
+
+def test_a_run_whose_start_got_no_answer_is_recorded_failed_with_why(store, supervisors):
+    def no_answer(argv, env, log):
+        raise NoAnswer("the fork server did not answer within 30 s and was stopped; the process may have started anyway")
+
+    sup = Supervisor(store, spawn=no_answer)
+    supervisors.append(sup)
+    (run_id,) = queue(store, 3)
+    sup.tick()
+    run = store.get_run(run_id)
+    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert "did not answer" in run["error"] and "may have started" in run["error"]
 
 
 # --- freed memory stays with the process --------------------------------------------------------

@@ -227,6 +227,18 @@ def test_runs_delete_run_asks_then_deletes(own_db, filled_db):
     assert not files.exists()  # its checkpoints went with it
 
 
+def test_runs_delete_refuses_a_run_that_started_between_the_two_clicks(own_db):
+    at = ok(page("runs"))
+    run_id = Store(own_db).list_runs()[0]["id"]
+    labelled(at.button, f"Delete run #{run_id}…").click()
+    ok(at.run())
+    Store(own_db).update_run(run_id, status="running")  # a supervisor started it meanwhile
+    labelled(at.button, "Yes, delete").click()
+    ok(at.run())
+    assert f"Not deleted: run #{run_id} (running) still has a live process" in texts(at.error)
+    assert run_id in {r["id"] for r in Store(own_db).list_runs()}
+
+
 def test_runs_delete_experiment_can_be_cancelled_then_done(own_db):
     at = ok(page("runs"))
     exp_id = Store(own_db).list_experiments()[0]["id"]

@@ -292,6 +292,21 @@ def test_a_launched_process_records_into_its_queued_run(db, monkeypatch):
         alto.track("any", optimizer="alto", seed=0, lr=queued["lr"]).__enter__()
 
 
+def test_a_launched_process_does_not_overwrite_a_cancel_that_lands_as_it_attaches(db, monkeypatch):
+    store = Store(db)
+    preset = parse_preset({"name": "script", "optimizers": ["alto"], "seeds": 1,
+                           "command": ["python", "train.py", "--seed", "{seed}"]})
+    [queued] = store.list_runs(experiment_id=queue_experiment(store, preset, expand(preset)))
+    with store._write() as conn:  # a cancel from the dashboard, right after this process claims the run
+        conn.execute("CREATE TRIGGER cancel_on_claim AFTER UPDATE OF status ON runs "
+                     "WHEN OLD.status = 'queued' AND NEW.status = 'running' "
+                     "BEGIN UPDATE runs SET status = 'cancelled' WHERE id = NEW.id; END")
+    monkeypatch.setenv("ALTO_RUN_ID", str(queued["id"]))
+    with pytest.raises(ValueError, match="ended meanwhile"):
+        alto.track("any", optimizer="alto", seed=0, lr=queued["lr"]).__enter__()
+    assert store.get_run(queued["id"])["status"] == "cancelled"
+
+
 def test_tracked_runs_cannot_be_confirmed_by_the_lab(db):
     with alto.track("c", optimizer="alto", seed=0, lr=0.01):
         pass

@@ -63,17 +63,36 @@ def annotate_run(role: str, store: Store, run_id: int, *, add_tags: list[str], r
     store.set_notes(notes, run_id=run_id)
 
 
+LIVE = ("running", "stalled")  # a process still writes to runs in these
+
+
+def delete_blocker(runs: list[dict]) -> str | None:
+    """Why these runs cannot be deleted now (a process still writes to them), else None."""
+    live = [f"#{r['id']} ({r['status']})" for r in runs if r["status"] in LIVE]
+    if not live:
+        return None
+    return (f"{'run' if len(live) == 1 else 'runs'} {', '.join(live)} still "
+            f"{'has a live process' if len(live) == 1 else 'have live processes'}: "
+            "cancel on Live first, then delete")
+
+
 def delete_run(role: str, store: Store, run_id: int) -> None:
-    """Delete a run, its metrics, checkpoints and log."""
+    """Delete a run, its metrics, checkpoints and log. ValueError (delete_blocker's reason) while
+    its process runs."""
     require_editor(role, "delete runs")
     run = store.get_run(run_id)
+    if blocker := delete_blocker([run]):
+        raise ValueError(blocker)
     store.delete_run(run_id)
     remove_run_files(store, [run])
 
 
 def delete_experiment(role: str, store: Store, experiment_id: int) -> None:
-    """Delete an experiment with all its runs, their metrics, checkpoints and logs."""
+    """Delete an experiment with all its runs, their metrics, checkpoints and logs. ValueError
+    (delete_blocker's reason) while a process of one of its runs runs."""
     require_editor(role, "delete experiments")
     runs = store.list_runs(experiment_id=experiment_id)
+    if blocker := delete_blocker(runs):
+        raise ValueError(blocker)
     store.delete_experiment(experiment_id)
     remove_run_files(store, runs)

@@ -3,10 +3,10 @@
 `python -m alto.runner.forkserver FD ROOM` is started by the supervisor's side (alto.runner.spawn),
 which holds the other end of the Unix socket FD. Messages are JSON, one per datagram:
 
-    supervisor -> server   {"argv": [python, "-m", MODULE, ...], "env": {...}, "cwd": PATH}
+    supervisor -> server   {"id": N, "argv": [python, "-m", MODULE, ...], "env": {...}, "cwd": PATH}
                            with the child's log file descriptor attached
     server -> supervisor   {"ready": PID} once the imports are done (or {"failed": TRACEBACK});
-                           {"started": PID} or {"error": TEXT} in answer to each request;
+                           {"started": PID, "id": N} or {"error": TEXT, "id": N} in answer to request N;
                            {"exited": PID, "returncode": N} when a child ends (N < 0: killed by signal -N)
 
 Each child becomes what `python -m MODULE ...` would be: the leader of a new session, stdin from
@@ -95,14 +95,16 @@ def serve(sock: socket.socket) -> None:
                 message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
                 if not message:
                     return  # the supervisor's process is gone
+                request: dict = {}
                 try:
-                    answer = _start(json.loads(message), fds[0], close_in_child=(sock.fileno(), wake_r, wake_w))
+                    request = json.loads(message)
+                    answer = _start(request, fds[0], close_in_child=(sock.fileno(), wake_r, wake_w))
                 except (OSError, ValueError, KeyError, IndexError) as err:  # a bad request, or fork failed
                     answer = {"error": f"{type(err).__name__}: {err}"}
                 finally:
                     for fd in fds:
                         os.close(fd)
-                _send(sock, answer)
+                _send(sock, {**answer, "id": request.get("id")})
     except (BrokenPipeError, ConnectionResetError):
         return
 

@@ -91,11 +91,15 @@ class ForkServerSpawn:
             server.close()
 
     def __call__(self, argv: list[str], env: dict[str, str], log: BinaryIO) -> ChildProcess:
+        """Start `argv`. NoAnswer (an OSError) if the server took the request but never answered:
+        the run may have started there, so it is not started a second time as a new process."""
         if is_engine_command(argv, self.python):
             try:
                 server = self.warm_up()
                 if server.wait_ready(WARM_UP_TIMEOUT_S):
                     return server.spawn(argv, env, log)
+            except NoAnswer:
+                raise
             except OSError as err:
                 logger.warning("the fork server could not start %s (%s); starting a new process", argv, err)
         return spawn_process(argv, env, log)
@@ -104,6 +108,11 @@ class ForkServerSpawn:
 def is_engine_command(argv: list[str], python: str) -> bool:
     """`python -m alto.<module> ...` with the server's interpreter: what the fork server may run."""
     return len(argv) >= 3 and argv[0] == python and argv[1] == "-m" and argv[2].startswith("alto.")
+
+
+class NoAnswer(OSError):
+    """The fork server took a request and did not answer in time; it was stopped. Whether the
+    request's process started is unknown."""
 
 
 class ForkServer:
@@ -122,6 +131,7 @@ class ForkServer:
         self._owner = os.getpid()  # a fork of this process must not talk over the same socket
         self._lock = threading.Lock()
         self._exits: dict[int, int] = {}
+        self._requests = 0  # the id of the last request; each answer names the request it answers
         self._ready = False
         self._closed = False
 
@@ -143,13 +153,15 @@ class ForkServer:
         return self.ready
 
     def spawn(self, argv: list[str], env: dict[str, str], log: BinaryIO) -> ForkedProcess:
-        """Fork `argv` in the server; its output goes to `log`. OSError if the server cannot."""
-        request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd()}).encode()
+        """Fork `argv` in the server; its output goes to `log`. OSError if the server cannot;
+        NoAnswer if it did not answer within ANSWER_TIMEOUT_S (the server is stopped then)."""
         with self._lock:
             if self.gone:
                 raise OSError("the fork server is not running")
+            self._requests += 1
+            request = json.dumps({"id": self._requests, "argv": argv, "env": env, "cwd": os.getcwd()}).encode()
             socket.send_fds(self._sock, [request], [log.fileno()])
-            answer = self._next_answer()
+            answer = self._next_answer(self._requests)
             if "started" not in answer:
                 raise OSError(answer["error"])
             self._exits.pop(answer["started"], None)  # a reused pid: that earlier child's end was reported already
@@ -169,16 +181,32 @@ class ForkServer:
 
     # -- messages ------------------------------------------------------------------
 
-    def _next_answer(self) -> dict:
-        """The server's answer to the request just sent (lock held); notes reports meanwhile."""
+    def _next_answer(self, request_id: int) -> dict:
+        """The server's answer to request `request_id` (lock held); notes reports meanwhile.
+
+        A server too slow to answer is stopped: its late answer would otherwise be taken for the
+        next request's, and the run it may have started goes unreported either way."""
         deadline = time.monotonic() + ANSWER_TIMEOUT_S
         while True:
             message = self._read_one(max(0.0, deadline - time.monotonic()))
+            if message is None and self._closed:
+                raise OSError("the fork server ended")
             if message is None:
-                raise OSError("the fork server did not answer" if not self._closed else "the fork server ended")
-            if "started" in message or "error" in message:
+                self._stop()
+                raise NoAnswer(f"the fork server did not answer within {ANSWER_TIMEOUT_S:g} s and was stopped; "
+                               "the process may have started anyway")
+            if message.get("id") == request_id and ("started" in message or "error" in message):
                 return message
+            if "started" in message:  # cannot happen with one request at a time; never a run's answer
+                logger.warning("the fork server answered an earlier request late: %s", message)
             self._note(message)
+
+    def _stop(self) -> None:
+        """Stop the server now (lock held): its children lead their own sessions and go on."""
+        self._closed = True
+        self._sock.close()
+        self.process.kill()
+        self.process.wait()
 
     def _receive(self, wait_s: float) -> None:
         """Note every report already sent (waiting up to `wait_s` for the first)."""

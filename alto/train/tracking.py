@@ -231,8 +231,11 @@ class Run:
             self.store.claim_run(run_id, pid=os.getpid())
         # This process is the run's now: its pid, and a start no earlier than the process's own
         # (the supervisor's liveness check; `alto run` claimed the run before starting it).
-        self.store.update_run(run_id, status="running", pid=os.getpid(), started_at=time.time(), error=None,
-                              **({"total_steps": self.total_steps} if self.total_steps else {}))
+        if not self.store.update_run_if(run_id, ("running", "stalled"), status="running", pid=os.getpid(),
+                                        started_at=time.time(), error=None,
+                                        **({"total_steps": self.total_steps} if self.total_steps else {})):
+            raise ValueError(f"ALTO_RUN_ID={run_id}: the run ended meanwhile "
+                             f"({self.store.get_run(run_id)['status']}); a launched command records one run")
         if self.config:
             self.store.set_params(run_id, {"config": self.config})
         return run_id

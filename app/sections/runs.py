@@ -93,7 +93,7 @@ if pending is not None and pending not in targets:
     pending = None
 
 for column, (key, label) in zip(st.columns(2), buttons):
-    blocker = views.delete_blocker(targets[key][0]) or (None if can_edit() else READ_ONLY)
+    blocker = actions.delete_blocker(targets[key][0]) or (None if can_edit() else READ_ONLY)
     if column.button(label, disabled=blocker is not None, help=blocker):
         st.session_state[CONFIRM] = key
         st.rerun()
@@ -101,17 +101,16 @@ for column, (key, label) in zip(st.columns(2), buttons):
         column.caption(blocker)
 
 if pending is not None:
-    doomed, what = targets[pending]
+    what = targets[pending][1]
     st.warning(f"Delete {what}? This cannot be undone.", icon=":material/warning:")
     yes, no = st.columns(2)
     if yes.button("Yes, delete", type="primary", disabled=not can_edit()):
         st.session_state.pop(CONFIRM)
-        now = {r["id"]: r for r in s.list_runs(experiment_id=experiment_id)}
-        blocker = views.delete_blocker([now[r["id"]] for r in doomed if r["id"] in now])
-        if blocker:  # a run started between the two clicks
-            st.error(f"Not deleted: {blocker}.")
-        else:
+        try:
             perform(actions.delete_run if pending[0] == "run" else actions.delete_experiment, s, pending[1])
+        except ValueError as refused:  # a run started between the two clicks
+            st.error(f"Not deleted: {refused}.")
+        else:
             st.session_state[FLASH] = f"Deleted {what}."
             st.rerun()
     if no.button("Cancel"):
