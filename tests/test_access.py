@@ -389,3 +389,13 @@ def test_run_processes_never_inherit_the_tokens(monkeypatch):
     env = _child_env(gpu=None)
     assert "ALTO_TOKEN" not in env and "ALTO_VIEWER_TOKEN" not in env
     assert env["PYTHONUNBUFFERED"] == "1" and env["PATH"] == os.environ["PATH"]
+
+
+def test_delete_blocker_names_every_live_run():
+    def run(i, status):
+        return {"id": i, "status": status}
+    assert actions.delete_blocker([run(1, "finished"), run(2, "queued")]) is None
+    one = actions.delete_blocker([run(1, "running")])
+    assert "#1 (running)" in one and "cancel" in one
+    two = actions.delete_blocker([run(1, "running"), run(2, "stalled")])
+    assert "#1 (running), #2 (stalled)" in two

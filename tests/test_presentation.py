@@ -358,9 +358,3 @@ def test_tags_and_labels():
     assert views.run_label({"id": 3, "name": "x", "status": "finished"}) == "#3 x (finished)"
 
 
-def test_delete_blocker():
-    assert views.delete_blocker([run(1, "a"), run(2, "a", status="queued")]) is None
-    one = views.delete_blocker([run(1, "a", status="running")])
-    assert "#1 (running)" in one and "cancel" in one
-    two = views.delete_blocker([run(1, "a", status="running"), run(2, "a", status="stalled")])
-    assert "#1 (running), #2 (stalled)" in two

@@ -515,16 +515,6 @@ def tag_changes(old: Iterable[str], new: Iterable[str]) -> tuple[list[str], list
     return sorted(n - o), sorted(o - n)
 
 
-def delete_blocker(runs: Sequence[Mapping]) -> str | None:
-    """Why these runs cannot be deleted now (a process still writes to them), else None."""
-    live = [f"#{r['id']} ({r['status']})" for r in runs if r["status"] in UNDELETABLE]
-    if not live:
-        return None
-    return (f"{'run' if len(live) == 1 else 'runs'} {', '.join(live)} still "
-            f"{'has a live process' if len(live) == 1 else 'have live processes'}: "
-            "cancel on Live first, then delete")
-
-
 def seed_dot_arms(row: Row) -> tuple[dict[str, list[tuple[float | None, float]]], dict[str, float]]:
     """The runs behind one verdict for plots.seed_dots: per arm (time or None, spent), and each
     arm's cost per success."""
