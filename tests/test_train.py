@@ -232,3 +232,17 @@ def test_the_optimizers_one_time_choices_are_made_before_the_clock_starts(monkey
     monkeypatch.setattr(ALTO, "_use_fused", lambda self, params: calls.append(len(params)) or original(self, params))
     run = set_up(cfg(optimizer="alto", max_steps=1))
     assert calls == [len(list(run.model.parameters()))]
+
+
+@pytest.mark.parametrize("ended", ["cancelled", "failed"])
+def test_a_run_that_ended_before_its_process_started_is_not_trained(tmp_path, ended):
+    """Cancelled while queued, or recorded failed when the fork server never answered its start
+    (the process may have been forked anyway): the process must leave that ending alone."""
+    store = Store(tmp_path / "runs.db")
+    preset = parse_preset({"name": "t", "optimizers": ["sgd"], "run": {**FAST, "max_steps": 5}})
+    run_id = store.list_runs(experiment_id=queue_experiment(store, preset, expand(preset)))[0]["id"]
+    store.update_run(run_id, status=ended, error="ended before it started")
+    assert execute_run(store, run_id) == ended
+    run = store.get_run(run_id)
+    assert (run["status"], run["error"], run["pid"]) == (ended, "ended before it started", None)
+    assert len(store.series(run_id, "train/loss")["step"]) == 0

@@ -58,8 +58,12 @@ def execute_run(store: Store, run_id: int, *, progress=None, should_stop=None, d
     A process killed outright leaves `running` behind, which the supervisor turns into `crashed`.
     """
     run = store.get_run(run_id)
-    store.update_run(run_id, status="running", started_at=run.get("started_at") or time.time(),
-                     pid=os.getpid(), pgid=os.getpgid(0), error=None)
+    if not store.update_run_if(run_id, ("queued", "running"), status="running",
+                               started_at=run.get("started_at") or time.time(), pid=os.getpid(),
+                               pgid=os.getpgid(0), error=None):
+        # ended before this process got to it (cancelled, or recorded failed when its start went
+        # unanswered): training now would overwrite that ending
+        return store.get_run(run_id)["status"]
     try:
         config = RunConfig.from_dict(run["config"])
         if config.command:
