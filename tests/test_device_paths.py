@@ -48,6 +48,8 @@ def test_image_steps_and_their_flush_stay_on_the_device(optimizer):
     telemetry = Telemetry(None, StepClock(torch.device("cpu")), layer_names=probes.layer_names())
     with NoDeviceMixing(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fused=None: no kernels on this device, the multi-tensor path
+        if callable(prepare := getattr(opt, "prepare", None)):  # as set_up does, before the first step
+            prepare()
         for step in range(3):  # step 0 takes the curvature snapshot, step 1 measures it
             batches = micro_batches(plan, data, config, step, order, None, None)
             loss, acc = forward_backward(model, data, batches, no_autocast, ddp=False)
