@@ -16,13 +16,13 @@ import pytest
 pytest.importorskip("triton")
 import torch  # noqa: E402
 
-from alto.optim import ALTO, Lamb  # noqa: E402
+from alto.optim import ALTO, Lamb, kernel_checks  # noqa: E402
+from alto.optim._agreement import max_relative_error, relative_error  # noqa: E402
 
 fused = pytest.importorskip("alto.optim.fused")
 if not fused.INTERPRETED:
     pytest.skip("alto.optim.fused was imported before TRITON_INTERPRET=1 was set",
                 allow_module_level=True)
-
 
 
 @pytest.fixture(autouse=True)
@@ -32,78 +32,28 @@ def multi_tensor_reference(monkeypatch):
     monkeypatch.setattr(lamb_family, "CPU_KERNEL", False)
 
 
-WD = 0.01
-# Mixed shapes: odd sizes, a 1-element and a 0-element tensor, and one that stays exactly zero
-# (zero gradients), so its trust ratio is the reference rule's 1 on every step.
-SHAPES = {"vec7": (7,), "mat": (33, 5), "vec128": (128,), "one": (1,), "empty": (0,), "zero": (4, 4)}
-STALE = "vec128"  # has no gradient on every fourth step: its state must stay untouched then
+# Odd sizes: a 1-element and a 0-element tensor, and one that stays exactly zero (zero gradients),
+# so its trust ratio is the reference rule's 1 on every step; the interpreter is too slow for "tall".
+SHAPES = {k: s for k, s in kernel_checks.ODD.items() if k != "tall"}
+STALE = kernel_checks.STALE  # has no gradient on every fourth step: its state must stay untouched then
+CPU = torch.device("cpu")
 
 
 def make_params(dtype):
-    gen = torch.Generator().manual_seed(0)
-    params = {k: torch.randn(s, generator=gen, dtype=dtype) for k, s in SHAPES.items()}
-    params["zero"].zero_()
-    return {k: p.requires_grad_() for k, p in params.items()}
+    return kernel_checks._params(CPU, dtype, SHAPES)
 
 
-def make_groups(params):
-    """A decay group, a weight_decay = 0 group (no trust ratio under the reference rule), an empty one."""
-    return [{"params": [params[k] for k in ("mat", "one", "empty", "zero")], "weight_decay": WD},
-            {"params": [params["vec7"], params["vec128"]], "weight_decay": 0.0},
-            {"params": []}]
-
-
-def set_grads(params, t):
-    gen = torch.Generator().manual_seed(1000 + t)
-    scale = 4.0 if t % 3 else 0.01  # the global clip is active on some steps only
-    for k, p in params.items():
-        g = torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale
-        p.grad = torch.zeros_like(p) if k == "zero" else g
-    if t % 4 == 3:
-        params[STALE].grad = None
+make_groups, set_grads = kernel_checks._groups, kernel_checks._set_grads
 
 
 def run(make_opt, fused_flag, dtype=torch.float32, steps=100, stats=False):
-    params = make_params(dtype)
-    opt = make_opt(make_groups(params), fused_flag)
-    opt.collect_stats = stats
-    history = []
-    for t in range(steps):
-        set_grads(params, t)
-        opt.step()
-        if stats:
-            history.append({k: v.clone() for k, v in opt.stats.items()})
-    return params, opt, history
-
-
-def max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    if b.numel() == 0:
-        return 0.0
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+    return kernel_checks._trajectory(make_opt, fused_flag, CPU, dtype, steps, stats, SHAPES)
 
 
 def compare(fast, ref, opt_fast, opt_ref, tol):
-    """Max relative error over parameters and every state tensor; checks state steps too.
-
-    `a`, an EMA of gradient differences, is about 100x smaller than the gradients it is computed
-    from, so its rounding (e.g. torch's CPU kernels fuse a + c*d into one FMA, the interpreter
-    does not) is measured against the gradient scale, max |prev|, not against |a| itself.
-    """
-    worst = 0.0
-    for k in fast:
-        p, q = fast[k].detach(), ref[k].detach()
-        worst = max(worst, max_rel_error(p, q))
-        s, r = opt_fast.state[fast[k]], opt_ref.state[ref[k]]
-        assert s.keys() == r.keys()
-        for name in s:
-            if name == "step":
-                assert s[name].item() == r[name].item()
-            elif name == "a":
-                if r["a"].numel():
-                    scale = r["prev"].abs().max().clamp_min(1e-30)
-                    worst = max(worst, ((s["a"] - r["a"]).abs().max() / scale).item())
-            else:
-                worst = max(worst, max_rel_error(s[name], r[name]))
+    """Max relative error over parameters and every state tensor (alto.optim._agreement, which
+    also checks state keys and step counts)."""
+    worst = max_relative_error(list(fast.values()), opt_fast, list(ref.values()), opt_ref)
     assert worst <= tol, worst
     return worst
 
@@ -221,7 +171,7 @@ def test_buckets_the_kernels_do_not_cover_fall_back_and_are_still_clipped():
             opt.step()
         results.append([p.detach().clone() for p in params])
     for a, b in zip(*results):
-        assert max_rel_error(a, b) <= 1e-6
+        assert relative_error(a, b) <= 1e-6
 
 
 def test_can_fuse_rules():

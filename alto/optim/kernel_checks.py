@@ -30,19 +30,26 @@ ALIGNED = {"al1": (1024,), "al2": (64, 48), "al3": (3, 4096)}
 STALE = "vec128"  # no gradient on every fourth step: its state must stay untouched then
 
 
-def _params(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _params(device: torch.device, dtype: torch.dtype,
+            shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+    """Named parameters of `shapes` (default: ODD and ALIGNED); "zero" stays zero."""
     gen = torch.Generator(device=device).manual_seed(0)
-    params = {k: torch.randn(s, generator=gen, device=device, dtype=dtype) for k, s in {**ODD, **ALIGNED}.items()}
+    shapes = {**ODD, **ALIGNED} if shapes is None else shapes
+    params = {k: torch.randn(s, generator=gen, device=device, dtype=dtype) for k, s in shapes.items()}
     params["zero"].zero_()
     return {k: p.requires_grad_() for k, p in params.items()}
 
 
 def _groups(params: dict[str, torch.Tensor]) -> list[dict]:
-    """A decay group, a weight_decay = 0 group, an all-aligned group and an empty one."""
-    return [{"params": [params[k] for k in ("mat", "one", "empty", "zero", "tall")], "weight_decay": 0.01},
-            {"params": [params["vec7"], params["vec128"]], "weight_decay": 0.0},
-            {"params": [params[k] for k in ALIGNED], "weight_decay": 0.01},
-            {"params": []}]
+    """A decay group, a weight_decay = 0 group, an all-aligned group (if those tensors are there)
+    and an empty one."""
+    def named(names) -> list[torch.Tensor]:
+        return [params[k] for k in names if k in params]
+    groups = [{"params": named(("mat", "one", "empty", "zero", "tall")), "weight_decay": 0.01},
+              {"params": named(("vec7", "vec128")), "weight_decay": 0.0}]
+    if aligned := named(ALIGNED):
+        groups.append({"params": aligned, "weight_decay": 0.01})
+    return groups + [{"params": []}]
 
 
 def _set_grads(params: dict[str, torch.Tensor], t: int) -> None:
@@ -57,8 +64,8 @@ def _set_grads(params: dict[str, torch.Tensor], t: int) -> None:
 
 
 def _trajectory(make: Callable, fused: bool, device: torch.device, dtype: torch.dtype = torch.float32,
-                steps: int = STEPS, stats: bool = False):
-    params = _params(device, dtype)
+                steps: int = STEPS, stats: bool = False, shapes: dict[str, tuple[int, ...]] | None = None):
+    params = _params(device, dtype, shapes)
     opt = make(_groups(params), fused)
     opt.collect_stats = stats
     history = []
