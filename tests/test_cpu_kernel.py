@@ -2,6 +2,7 @@
 refused cleanly. Its numbers are held to the paper's loop in tests/test_optim.py (paths cpu-kernel*)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,6 @@ print(json.dumps({"reason": cpu_kernel.unavailable_reason(), "p": p.detach().fla
 
 
 def step_in_a_process(tmp_path, **env) -> dict:
-    import json
     full = {**os.environ, "ALTO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", **env}
     done = subprocess.run([sys.executable, "-c", STEP], env=full, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -224,8 +224,9 @@ def lamb_cpu_loop(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
                            out.data_ptr())
         return out
 
-    new_p_sq = sum(out.sum().item() for out in _run_spans(pass2, tables))
+    p_sq_after = _run_spans(pass2, tables)
     if stats is not None:
+        new_p_sq = sum(out.sum().item() for out in p_sq_after)
         upd_sq = sum((lr * r) ** 2 * u for r, u in zip(ratios, u_sq))
         totals = sums.sum(dim=0).tolist()
         stats.add_sums(P_SQ, [new_p_sq, upd_sq] + (totals[2:A_G_DOT + 1] if with_a else []))
